@@ -1,0 +1,241 @@
+//! Command line: parses arguments, calls the operations, prints results. The only module that
+//! writes to stdout.
+
+use crate::error::{Error, Kind};
+use crate::ops;
+use crate::telemetry::{self, LogFormat};
+use clap::{Parser, Subcommand};
+use serde_json::json;
+use std::path::PathBuf;
+
+/// Verified, encrypted backups of etcd clusters.
+#[derive(Debug, Parser)]
+#[command(name = "lifeboat", version, about, long_about = None)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value = "human")]
+    pub log_format: LogFormat,
+    /// Log level or filter (e.g. info, debug, lifeboat=debug).
+    #[arg(long, global = true, default_value = "info", env = "LIFEBOAT_LOG")]
+    pub log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Work with policy files.
+    Policy {
+        #[command(subcommand)]
+        cmd: PolicyCmd,
+    },
+    /// Take one backup now.
+    Backup {
+        /// Policy file.
+        #[arg(long)]
+        policy: PathBuf,
+        /// Print the result as a JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a policy's backups, newest first.
+    List {
+        /// Policy file.
+        #[arg(long)]
+        policy: PathBuf,
+        /// Print a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Manage age keys.
+    Key {
+        #[command(subcommand)]
+        cmd: KeyCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCmd {
+    /// Validate policy files and the files they name; no network traffic.
+    Check {
+        /// Policy files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyCmd {
+    /// Create an age identity file (0600) and print its public key (recipient).
+    Generate {
+        /// Where to write the identity; never overwritten.
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// Run the command and return the process exit code.
+pub fn run(cli: Cli) -> u8 {
+    telemetry::init(cli.log_format, &cli.log_level);
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            return fail(&Error::new(
+                Kind::Internal,
+                format!("starting runtime: {e}"),
+            ));
+        }
+    };
+    rt.block_on(dispatch(cli.command))
+}
+
+fn fail(e: &Error) -> u8 {
+    eprintln!("error: {}", e.chain());
+    e.kind().exit_code()
+}
+
+async fn dispatch(cmd: Command) -> u8 {
+    match cmd {
+        Command::Policy {
+            cmd: PolicyCmd::Check { files },
+        } => policy_check(&files),
+        Command::Backup { policy, json } => match backup(&policy, json).await {
+            Ok(()) => 0,
+            Err(e) => fail(&e),
+        },
+        Command::List { policy, json } => list(&policy, json).await,
+        Command::Key {
+            cmd: KeyCmd::Generate { out },
+        } => match ops::keys::generate_identity(&out) {
+            Ok(recipient) => {
+                println!("{recipient}");
+                eprintln!(
+                    "identity written to {}; keep it safe and off the backup host: it is the only \
+                     way to decrypt backups",
+                    out.display()
+                );
+                0
+            }
+            Err(e) => fail(&e),
+        },
+    }
+}
+
+fn policy_check(files: &[PathBuf]) -> u8 {
+    let mut code = 0;
+    for f in files {
+        match ops::load_policy(f) {
+            Ok(lp) => println!(
+                "ok: {} (policy {}, {} endpoint(s), {} destination(s), {})",
+                f.display(),
+                lp.policy.name,
+                lp.policy.cluster.endpoints.len(),
+                lp.destinations.len(),
+                if lp.recipients.is_empty() {
+                    "unencrypted".to_owned()
+                } else {
+                    format!("{} age recipient(s)", lp.recipients.len())
+                }
+            ),
+            Err(e) => {
+                code = code.max(e.kind().exit_code());
+                eprintln!("error: {}", e.chain());
+            }
+        }
+    }
+    code
+}
+
+async fn backup(policy: &std::path::Path, json_out: bool) -> Result<(), Error> {
+    let lp = ops::load_policy(policy)?;
+    let r = ops::backup(&lp).await?;
+    if json_out {
+        let v = json!({
+            "id": r.manifest.id,
+            "policy": r.manifest.policy,
+            "destinations": r.destinations,
+            "failedAttempts": r.failed_attempts,
+            "manifest": r.manifest,
+        });
+        println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+    } else {
+        println!("{}", r.manifest.id);
+    }
+    Ok(())
+}
+
+async fn list(policy: &std::path::Path, json_out: bool) -> u8 {
+    let lp = match ops::load_policy(policy) {
+        Ok(lp) => lp,
+        Err(e) => return fail(&e),
+    };
+    let report = ops::list(&lp).await;
+    if json_out {
+        let rows: Vec<_> = report
+            .backups
+            .iter()
+            .map(|b| {
+                let m = &b.manifest;
+                json!({
+                    "id": m.id,
+                    "created": m.started_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    "revision": m.snapshot.revision,
+                    "member": m.member,
+                    "clusterId": m.cluster_id,
+                    "dbSize": m.snapshot.db_size,
+                    "storedSize": m.stored.size,
+                    "encrypted": m.stored.encryption.is_some(),
+                    "destinations": b.destinations,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows).expect("json"));
+    } else {
+        println!(
+            "{:<23}  {:<20}  {:>10}  {:<16}  {:>10}  {:>10}  DESTINATIONS",
+            "ID", "CREATED", "REVISION", "MEMBER", "DB SIZE", "STORED"
+        );
+        for b in &report.backups {
+            let m = &b.manifest;
+            let member = if m.member.name.is_empty() {
+                m.member.id.clone()
+            } else {
+                m.member.name.clone()
+            };
+            println!(
+                "{:<23}  {:<20}  {:>10}  {:<16}  {:>10}  {:>10}  {}",
+                m.id.as_str(),
+                m.started_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                m.snapshot.revision,
+                member,
+                human_bytes(m.snapshot.db_size),
+                human_bytes(m.stored.size),
+                b.destinations.join(",")
+            );
+        }
+    }
+    for p in &report.problems {
+        eprintln!("warning: {p}");
+    }
+    if report.problems.is_empty() {
+        0
+    } else {
+        Kind::Storage.exit_code()
+    }
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}

@@ -1,0 +1,108 @@
+//! The crate's one public error: a kind (which maps to an exit code) and a message that says what
+//! failed, on what, and what to do. Messages never carry secrets; sources are kept for `--verbose`
+//! style chains but are written by libraries we trust not to echo credentials.
+
+use std::fmt;
+
+/// What class of failure this is. Each maps to a documented exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Kind {
+    /// A policy file is invalid or a file it names cannot be used.
+    Policy,
+    /// No etcd member could serve a snapshot, or the stream from it failed.
+    Etcd,
+    /// The bytes received are not what etcd said it sent (trailer, size).
+    Verify,
+    /// A destination (object store, directory) failed.
+    Storage,
+    /// Encryption setup or key material failed.
+    Crypto,
+    /// Local filesystem work (spool) failed.
+    Io,
+    /// A bug or an unexpected state.
+    Internal,
+}
+
+impl Kind {
+    /// Exit code for this kind; documented in the README.
+    pub fn exit_code(self) -> u8 {
+        match self {
+            Kind::Internal => 1,
+            Kind::Policy => 3,
+            Kind::Etcd => 4,
+            Kind::Verify => 5,
+            Kind::Storage => 6,
+            Kind::Crypto => 7,
+            Kind::Io => 8,
+        }
+    }
+}
+
+/// Error with a kind and a complete, human-readable message.
+#[derive(Debug)]
+pub struct Error {
+    kind: Kind,
+    message: String,
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+/// Crate-wide result.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A new error of `kind`; `message` must say what failed, on what, and what to do.
+    pub fn new(kind: Kind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Attach the underlying cause.
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(source));
+        self
+    }
+
+    /// The class of failure.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// The message without the source chain.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// Message followed by every cause, `: `-separated, for one-line reports.
+    pub fn chain(&self) -> String {
+        use std::error::Error as _;
+        let mut out = self.message.clone();
+        let mut next = self.source();
+        while let Some(e) = next {
+            let s = e.to_string();
+            if !out.contains(&s) {
+                out.push_str(": ");
+                out.push_str(&s);
+            }
+            next = e.source();
+        }
+        out
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}

@@ -1,0 +1,31 @@
+//! lifeboat: verified, encrypted backups of etcd clusters and guided restores.
+//!
+//! Layers, from pure to effectful (each may use only those above it):
+//!
+//! - [`model`], [`policy`]: pure types (ids, key layout, manifests, the YAML policy).
+//! - [`etcd`], [`pipeline`], [`store`]: the etcd client side, the byte pipeline (spool, zstd,
+//!   age), and object storage. They know nothing of each other.
+//! - [`ops`]: the operations (backup, list, ...) composing them; shared by CLI and daemon, they
+//!   never print.
+//! - [`cli`]: argument parsing and all printing.
+//!
+//! Data flow of a backup:
+//!
+//! ```text
+//! member --gRPC--> StreamAccount (sizes, SHA-256 trailer)
+//!                    └─> seal thread: spool .part (0600) + zstd -> age -> 1 MiB chunks
+//!                                         └─> fan-out: multipart upload to every destination
+//! all verified and completed -> manifest at every destination (the commit)
+//! ```
+
+pub mod cli;
+pub mod error;
+pub mod etcd;
+pub mod model;
+pub mod ops;
+pub mod pipeline;
+pub mod policy;
+pub mod store;
+pub mod telemetry;
+
+pub use error::{Error, Kind, Result};

@@ -1,0 +1,13 @@
+//! Pure domain types shared by every operation: backup ids, the object-key layout and the manifest.
+//! No I/O here.
+
+mod id;
+mod keys;
+mod manifest;
+
+pub use id::BackupId;
+pub use keys::{ObjectRole, data_key, manifest_key, parse_key, policy_prefix};
+pub use manifest::{
+    Compression, Encryption, MANIFEST_FORMAT_VERSION, Manifest, MemberInfo, SnapshotInfo,
+    SnapshotSource, StoredObject,
+};

@@ -1,0 +1,451 @@
+//! One backup run: pick a healthy member, stream its snapshot through the spool, zstd and age to
+//! every destination at once, verify etcd's trailer, complete the uploads, then commit by writing
+//! the manifests. Any failure aborts uploads, removes whatever became visible, removes the spool
+//! and leaves no manifest.
+
+use super::LoadedPolicy;
+use crate::error::{Error, Kind, Result};
+use crate::etcd::snapshot::{Limits, StreamError, StreamFault, TRAILER_LEN, stream_snapshot};
+use crate::etcd::{MemberStatus, describe_etcd_error, probe_all, select};
+use crate::model::{
+    self, BackupId, Compression, Encryption, MANIFEST_FORMAT_VERSION, Manifest, MemberInfo,
+    SnapshotInfo, SnapshotSource, StoredObject,
+};
+use crate::pipeline::{SealConfig, SealError, SealOutput, seal};
+use crate::store::{Destination, PARTS_IN_FLIGHT, describe_store_error};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use object_store::WriteMultipart;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+/// A committed backup.
+#[derive(Debug, Clone)]
+pub struct BackupReport {
+    /// The manifest written to every destination.
+    pub manifest: Manifest,
+    /// Names of the destinations holding it.
+    pub destinations: Vec<String>,
+    /// Members tried before the one that worked, with why they failed.
+    pub failed_attempts: Vec<String>,
+}
+
+/// How an attempt on one member ended badly.
+enum AttemptError {
+    /// The member (or its bytes) failed: another member may do better.
+    Member { message: String, integrity: bool },
+    /// Something on our side or at a destination failed: trying another member won't help.
+    Fatal(Error),
+}
+
+/// Run one backup of `lp` now.
+pub async fn backup(lp: &LoadedPolicy) -> Result<BackupReport> {
+    let p = &lp.policy;
+    let started_at = Utc::now();
+    let id = BackupId::new(started_at, rand::random::<u32>());
+    let sel = &p.cluster.selection;
+
+    let probes = probe_all(&lp.etcd, sel.status_timeout.0).await;
+    let ranking = select::rank(&probes, sel.prefer, sel.max_raft_lag);
+    for (ep, why) in &ranking.rejected {
+        warn!(endpoint = %ep, reason = %why, "Member skipped");
+    }
+    if ranking.candidates.is_empty() {
+        let lines: Vec<String> = ranking
+            .rejected
+            .iter()
+            .map(|(ep, why)| format!("  {ep}: {why}"))
+            .collect();
+        return Err(Error::new(
+            Kind::Etcd,
+            format!(
+                "policy {}: no healthy etcd member to snapshot; nothing was written:\n{}\ncheck \
+                 that the members run and that spec.cluster (endpoints, tls, auth) is right",
+                p.name,
+                lines.join("\n")
+            ),
+        ));
+    }
+
+    let spool_dir = &p.snapshot.spool_dir;
+    if !spool_dir.is_dir() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(spool_dir)
+            .map_err(|e| {
+                Error::new(
+                    Kind::Io,
+                    format!(
+                        "cannot create spool directory {}: {e}; set snapshot.spoolDir to a \
+                         writable directory with room for one snapshot",
+                        spool_dir.display()
+                    ),
+                )
+            })?;
+    }
+
+    let mut failed = Vec::new();
+    let mut integrity_failures = 0;
+    for &idx in ranking
+        .candidates
+        .iter()
+        .take(p.snapshot.max_attempts.0 as usize)
+    {
+        let probe = &probes[idx];
+        let status = probe.outcome.as_ref().expect("candidates are reachable");
+        info!(
+            endpoint = %probe.endpoint,
+            member = %format!("{:x}", status.member_id),
+            revision = status.revision,
+            leader = status.member_id == status.leader,
+            "Snapshotting member"
+        );
+        match attempt(lp, &id, started_at, &probe.endpoint, status).await {
+            Ok(manifest) => {
+                return Ok(BackupReport {
+                    manifest,
+                    destinations: lp.destinations.iter().map(|d| d.name.clone()).collect(),
+                    failed_attempts: failed,
+                });
+            }
+            Err(AttemptError::Member { message, integrity }) => {
+                warn!(endpoint = %probe.endpoint, error = %message, "Snapshot attempt failed; cleaned up");
+                integrity_failures += usize::from(integrity);
+                failed.push(format!("  {}: {message}", probe.endpoint));
+            }
+            Err(AttemptError::Fatal(e)) => return Err(e),
+        }
+    }
+    let kind = if integrity_failures == failed.len() {
+        Kind::Verify
+    } else {
+        Kind::Etcd
+    };
+    Err(Error::new(
+        kind,
+        format!(
+            "policy {}: every snapshot attempt failed; nothing was committed and nothing was left \
+             at the destinations:\n{}\nretry later; if it persists check the members' logs",
+            p.name,
+            failed.join("\n")
+        ),
+    ))
+}
+
+/// Removes the spool file on every exit path.
+struct SpoolGuard(PathBuf);
+impl Drop for SpoolGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn create_spool(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| {
+            Error::new(
+                Kind::Io,
+                format!(
+                    "cannot create spool file {}: {e}; check snapshot.spoolDir is writable and \
+                     has room for one snapshot",
+                    path.display()
+                ),
+            )
+        })
+}
+
+async fn attempt(
+    lp: &LoadedPolicy,
+    id: &BackupId,
+    started_at: DateTime<Utc>,
+    endpoint: &str,
+    status: &MemberStatus,
+) -> Result<Manifest, AttemptError> {
+    let p = &lp.policy;
+    let spool_path = p
+        .snapshot
+        .spool_dir
+        .join(format!("{}-{id}.db.part", p.name));
+    let spool = create_spool(&spool_path).map_err(AttemptError::Fatal)?;
+    let _guard = SpoolGuard(spool_path.clone());
+
+    let mut client = lp
+        .etcd
+        .client(endpoint, None)
+        .await
+        .map_err(|e| AttemptError::Member {
+            message: format!("connecting: {}", describe_etcd_error(&e)),
+            integrity: false,
+        })?;
+
+    let encrypted = !lp.recipients.is_empty();
+    let data_key = model::data_key(&p.name, id, encrypted);
+    let writers = start_uploads(&lp.destinations, &data_key).await?;
+
+    let (plain_tx, plain_rx) = mpsc::channel::<Bytes>(16);
+    let (sealed_tx, sealed_rx) = mpsc::channel::<Bytes>(4);
+    let cfg = SealConfig {
+        level: p.compression.level.0,
+        threads: p.compression.threads,
+        recipients: lp.recipients.clone(),
+    };
+    let seal_task = tokio::task::spawn_blocking(move || {
+        seal(plain_rx, Some((spool_path, spool)), &cfg, sealed_tx)
+    });
+    let fan_task = tokio::spawn(fan_out(sealed_rx, writers));
+
+    let limits = Limits {
+        timeout: p.snapshot.timeout.0,
+        stall: p.snapshot.stall_timeout.0,
+    };
+    let streamed = stream_snapshot(&mut client, limits, &plain_tx).await;
+    drop(plain_tx);
+    let sealed = seal_task.await.map_err(|e| {
+        AttemptError::Fatal(Error::new(Kind::Internal, format!("seal task failed: {e}")))
+    })?;
+    let (writers, fanned) = fan_task.await.map_err(|e| {
+        AttemptError::Fatal(Error::new(
+            Kind::Internal,
+            format!("upload task failed: {e}"),
+        ))
+    })?;
+
+    // Decide: the root cause wins over its knock-on effects (closed channels).
+    let failure = if let Err((i, e)) = &fanned {
+        let d = &lp.destinations[*i];
+        Some(AttemptError::Fatal(upload_error(d, &data_key, e)))
+    } else if let Err(SealError::Spool(path, e)) = &sealed {
+        Some(AttemptError::Fatal(Error::new(
+            Kind::Io,
+            format!(
+                "writing spool file {}: {e}; free space in snapshot.spoolDir (it needs room for \
+                 one snapshot)",
+                path.display()
+            ),
+        )))
+    } else if let Err(SealError::Encode(m)) = &sealed {
+        Some(AttemptError::Fatal(Error::new(
+            Kind::Crypto,
+            format!("compressing/encrypting the snapshot failed: {m}"),
+        )))
+    } else {
+        match &streamed {
+            Err(StreamError::Member(m)) => Some(AttemptError::Member {
+                message: m.clone(),
+                integrity: false,
+            }),
+            Err(StreamError::Fault(f)) => Some(AttemptError::Member {
+                message: f.to_string(),
+                integrity: matches!(f, StreamFault::Mismatch { .. }),
+            }),
+            Err(StreamError::SinkClosed) | Ok(_) if sealed.is_err() => {
+                Some(AttemptError::Fatal(Error::new(
+                    Kind::Internal,
+                    "the compression stage stopped without saying why",
+                )))
+            }
+            Err(StreamError::SinkClosed) => Some(AttemptError::Fatal(Error::new(
+                Kind::Internal,
+                "the snapshot consumer stopped without saying why",
+            ))),
+            Ok(_) => None,
+        }
+    };
+    if let Some(f) = failure {
+        abort_all(&lp.destinations, writers).await;
+        return Err(f);
+    }
+    let verified = streamed.ok().expect("checked above");
+    let sealed: SealOutput = sealed.ok().expect("checked above");
+    if sealed.plain_size != verified.db_size + TRAILER_LEN as u64 {
+        abort_all(&lp.destinations, writers).await;
+        return Err(AttemptError::Fatal(Error::new(
+            Kind::Internal,
+            format!(
+                "pipeline consumed {} bytes but the member sent {}",
+                sealed.plain_size,
+                verified.db_size + TRAILER_LEN as u64
+            ),
+        )));
+    }
+    info!(
+        db_size = verified.db_size,
+        stored_size = sealed.stored_size,
+        "Snapshot received and verified against its SHA-256 trailer"
+    );
+
+    complete_uploads(&lp.destinations, writers, &data_key).await?;
+
+    let manifest = Manifest {
+        format_version: MANIFEST_FORMAT_VERSION,
+        id: id.clone(),
+        policy: p.name.clone(),
+        cluster_id: format!("{:x}", status.cluster_id),
+        member: MemberInfo {
+            id: format!("{:x}", status.member_id),
+            name: status.name.clone(),
+            endpoint: endpoint.to_owned(),
+            etcd_version: status.version.clone(),
+            is_leader: status.member_id == status.leader,
+        },
+        started_at,
+        finished_at: Utc::now(),
+        snapshot: SnapshotInfo {
+            source: SnapshotSource::Etcd,
+            revision: status.revision,
+            raft_index: status.raft_index,
+            db_size: verified.db_size,
+            file_size: sealed.plain_size,
+            has_trailer: true,
+            sha256: hex::encode(verified.sha256),
+        },
+        stored: StoredObject {
+            key: data_key.clone(),
+            size: sealed.stored_size,
+            sha256: hex::encode(sealed.stored_sha256),
+            compression: Compression {
+                algorithm: "zstd".into(),
+                level: p.compression.level.0,
+            },
+            encryption: encrypted.then(|| Encryption {
+                algorithm: "age".into(),
+                recipients: lp.recipient_strings.clone(),
+            }),
+        },
+        lifeboat_version: env!("CARGO_PKG_VERSION").into(),
+    };
+    commit(&lp.destinations, &manifest).await?;
+    Ok(manifest)
+}
+
+fn upload_error(d: &Destination, key: &str, e: &object_store::Error) -> Error {
+    Error::new(
+        Kind::Storage,
+        format!(
+            "destination {:?} ({}): uploading {key} failed: {}; check that the bucket or \
+             directory exists and the credentials may write to it. Nothing was committed",
+            d.name,
+            d.url,
+            describe_store_error(e)
+        ),
+    )
+}
+
+async fn start_uploads(
+    dests: &[Destination],
+    key: &str,
+) -> Result<Vec<WriteMultipart>, AttemptError> {
+    let started = futures::future::join_all(dests.iter().map(|d| d.start_upload(key))).await;
+    let mut writers = Vec::new();
+    let mut first_err = None;
+    for (d, r) in dests.iter().zip(started) {
+        match r {
+            Ok(w) => writers.push(w),
+            Err(e) => {
+                if first_err.is_none() {
+                    first_err = Some(upload_error(d, key, &e));
+                }
+            }
+        }
+    }
+    if let Some(e) = first_err {
+        for w in writers {
+            let _ = w.abort().await;
+        }
+        return Err(AttemptError::Fatal(e));
+    }
+    Ok(writers)
+}
+
+/// Copy every sealed chunk to every destination, waiting for part capacity (backpressure).
+/// Returns the writers so the caller decides between completing and aborting.
+async fn fan_out(
+    mut rx: mpsc::Receiver<Bytes>,
+    mut writers: Vec<WriteMultipart>,
+) -> (
+    Vec<WriteMultipart>,
+    std::result::Result<(), (usize, object_store::Error)>,
+) {
+    while let Some(chunk) = rx.recv().await {
+        for (i, w) in writers.iter_mut().enumerate() {
+            if let Err(e) = w.wait_for_capacity(PARTS_IN_FLIGHT).await {
+                return (writers, Err((i, e)));
+            }
+            w.put(chunk.clone());
+        }
+    }
+    (writers, Ok(()))
+}
+
+async fn abort_all(dests: &[Destination], writers: Vec<WriteMultipart>) {
+    let results = futures::future::join_all(writers.into_iter().map(|w| w.abort())).await;
+    for (d, r) in dests.iter().zip(results) {
+        if let Err(e) = r {
+            warn!(destination = %d.name, error = %describe_store_error(&e), "Aborting upload failed; the store may keep an incomplete multipart upload until its lifecycle rules remove it");
+        }
+    }
+}
+
+async fn complete_uploads(
+    dests: &[Destination],
+    writers: Vec<WriteMultipart>,
+    key: &str,
+) -> Result<(), AttemptError> {
+    let results = futures::future::join_all(writers.into_iter().map(|w| w.finish())).await;
+    let failed = results.iter().position(|r| r.is_err());
+    if let Some(i) = failed {
+        // finish() aborted the failed ones; completed ones are visible and must go.
+        for (d, r) in dests.iter().zip(&results) {
+            if r.is_ok() {
+                remove_quietly(d, key).await;
+            }
+        }
+        let e = results[i].as_ref().err().expect("position found an error");
+        return Err(AttemptError::Fatal(upload_error(&dests[i], key, e)));
+    }
+    Ok(())
+}
+
+async fn remove_quietly(d: &Destination, key: &str) {
+    if let Err(e) = d.delete(key).await {
+        warn!(destination = %d.name, key, error = %describe_store_error(&e), "Could not remove an uncommitted object; `lifeboat prune` removes orphans");
+    }
+}
+
+/// Write the manifest everywhere; if any destination refuses, un-commit the others.
+async fn commit(dests: &[Destination], m: &Manifest) -> Result<(), AttemptError> {
+    let key = model::manifest_key(&m.policy, &m.id);
+    let body = m.to_json();
+    let results =
+        futures::future::join_all(dests.iter().map(|d| d.put_new(&key, body.clone()))).await;
+    if let Some(i) = results.iter().position(|r| r.is_err()) {
+        for (d, r) in dests.iter().zip(&results) {
+            if r.is_ok() {
+                remove_quietly(d, &key).await;
+            }
+        }
+        for d in dests {
+            remove_quietly(d, &m.stored.key).await;
+        }
+        let e = results[i].as_ref().err().expect("position found an error");
+        return Err(AttemptError::Fatal(Error::new(
+            Kind::Storage,
+            format!(
+                "destination {:?} ({}): writing manifest {key} failed: {}; the backup was not \
+                 committed anywhere",
+                dests[i].name,
+                dests[i].url,
+                describe_store_error(e)
+            ),
+        )));
+    }
+    Ok(())
+}

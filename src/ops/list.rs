@@ -1,0 +1,112 @@
+//! Listing a policy's backups from its manifests, across all destinations.
+
+use super::LoadedPolicy;
+use crate::model::{self, BackupId, Manifest, ObjectRole};
+use crate::store::{Destination, describe_store_error};
+use futures::StreamExt;
+use std::collections::{BTreeMap, HashMap};
+
+/// One backup and where it is held.
+#[derive(Debug, Clone)]
+pub struct ListedBackup {
+    /// Its manifest (from the first destination that had it).
+    pub manifest: Manifest,
+    /// Destinations holding both its manifest and a data object of the recorded size.
+    pub destinations: Vec<String>,
+}
+
+/// Backups newest first, plus anything odd found on the way.
+#[derive(Debug, Clone, Default)]
+pub struct ListReport {
+    /// Newest first.
+    pub backups: Vec<ListedBackup>,
+    /// Destinations that could not be listed, unreadable manifests, missing data.
+    pub problems: Vec<String>,
+}
+
+/// Read every manifest of the policy from every destination.
+pub async fn list(lp: &LoadedPolicy) -> ListReport {
+    let policy = &lp.policy.name;
+    let per_dest =
+        futures::future::join_all(lp.destinations.iter().map(|d| list_one(d, policy))).await;
+    let mut merged: BTreeMap<BackupId, ListedBackup> = BTreeMap::new();
+    let mut problems = Vec::new();
+    for (d, (found, mut probs)) in lp.destinations.iter().zip(per_dest) {
+        problems.append(&mut probs);
+        for m in found {
+            merged
+                .entry(m.id.clone())
+                .or_insert_with(|| ListedBackup {
+                    manifest: m,
+                    destinations: Vec::new(),
+                })
+                .destinations
+                .push(d.name.clone());
+        }
+    }
+    ListReport {
+        backups: merged.into_values().rev().collect(),
+        problems,
+    }
+}
+
+async fn list_one(d: &Destination, policy: &str) -> (Vec<Manifest>, Vec<String>) {
+    let objects = match d.list(&model::policy_prefix(policy)).await {
+        Ok(o) => o,
+        Err(e) => {
+            return (
+                Vec::new(),
+                vec![format!(
+                    "destination {:?} ({}): cannot list backups: {}",
+                    d.name,
+                    d.url,
+                    describe_store_error(&e)
+                )],
+            );
+        }
+    };
+    let sizes: HashMap<&str, u64> = objects.iter().map(|o| (o.key.as_str(), o.size)).collect();
+    let manifests: Vec<(BackupId, &str)> = objects
+        .iter()
+        .filter_map(|o| match model::parse_key(policy, &o.key) {
+            Some((id, ObjectRole::Manifest)) => Some((id, o.key.as_str())),
+            _ => None,
+        })
+        .collect();
+    let fetched: Vec<_> = futures::stream::iter(manifests)
+        .map(|(id, key)| async move { (id, key, d.get_small(key).await) })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    let mut found = Vec::new();
+    let mut problems = Vec::new();
+    for (id, key, body) in fetched {
+        let parsed = body
+            .map_err(|e| describe_store_error(&e))
+            .and_then(|b| Manifest::from_json(&b));
+        match parsed {
+            Err(e) => problems.push(format!(
+                "destination {:?}: manifest {key} is unreadable: {e}",
+                d.name
+            )),
+            Ok(m) if m.id != id || m.policy != policy => problems.push(format!(
+                "destination {:?}: manifest {key} describes backup {} of policy {:?}; ignored",
+                d.name, m.id, m.policy
+            )),
+            Ok(m) => match sizes.get(m.stored.key.as_str()) {
+                Some(size) if *size == m.stored.size => found.push(m),
+                Some(size) => problems.push(format!(
+                    "destination {:?}: data object {} is {size} bytes but its manifest says {}; \
+                     backup {} is damaged there",
+                    d.name, m.stored.key, m.stored.size, m.id
+                )),
+                None => problems.push(format!(
+                    "destination {:?}: backup {} has a manifest but its data object {} is \
+                     missing",
+                    d.name, m.id, m.stored.key
+                )),
+            },
+        }
+    }
+    (found, problems)
+}

@@ -1,0 +1,183 @@
+use super::*;
+
+fn recipient() -> String {
+    use age::secrecy::ExposeSecret as _;
+    let id = age::x25519::Identity::generate();
+    let _ = id.to_string().expose_secret().len();
+    id.to_public().to_string()
+}
+
+fn full(recipient: &str) -> String {
+    format!(
+        r#"apiVersion: lifeboat/v1
+kind: BackupPolicy
+metadata:
+  name: prod
+spec:
+  cluster:
+    endpoints: ["https://10.0.0.2:2379", "https://10.0.0.3:2379"]
+    tls: {{caFile: /etc/lifeboat/ca.crt, certFile: /etc/lifeboat/c.crt, keyFile: /etc/lifeboat/c.key}}
+    auth: {{username: root, passwordFile: /etc/lifeboat/pw}}
+    selection: {{prefer: follower, maxRaftLag: 1000}}
+  schedule: {{cron: "0 2 * * *", timezone: Europe/Berlin, jitter: 5m}}
+  snapshot: {{spoolDir: /var/lib/lifeboat/spool, timeout: 30m, stallTimeout: 60s}}
+  compression: {{level: 3, threads: 0}}
+  encryption: {{recipients: ["{recipient}"]}}
+  destinations:
+    - {{name: primary, url: "s3://bucket/prefix/x", options: {{endpoint: "http://127.0.0.1:9000", region: us-east-1, allowHttp: true}}}}
+    - {{name: local, url: "file:///var/backups/etcd"}}
+  retention: {{keepLast: 3, keepDaily: 7, keepWeekly: 4, keepMonthly: 12}}
+"#
+    )
+}
+
+fn err(text: &str) -> PolicyError {
+    parse("p.yaml", text).expect_err("policy should be rejected")
+}
+
+#[test]
+fn full_example_parses() {
+    let r = recipient();
+    let p = parse("p.yaml", &full(&r)).unwrap();
+    assert_eq!(p.name, "prod");
+    assert_eq!(p.cluster.endpoints.len(), 2);
+    assert!(p.cluster.tls.as_ref().unwrap().client.is_some());
+    assert_eq!(p.cluster.selection.max_raft_lag, 1000);
+    assert_eq!(p.schedule.as_ref().unwrap().jitter.0.as_secs(), 300);
+    assert_eq!(p.snapshot.stall_timeout.0.as_secs(), 60);
+    assert_eq!(p.compression.level.0, 3);
+    match &p.encryption {
+        EncryptionSpec::Age { recipients, .. } => assert_eq!(recipients, &vec![r]),
+        EncryptionSpec::None => panic!("expected age"),
+    }
+    assert_eq!(
+        p.destinations[0].kind,
+        DestinationKind::S3 {
+            bucket: "bucket".into()
+        }
+    );
+    assert_eq!(p.destinations[0].prefix, "prefix/x");
+    assert_eq!(p.destinations[0].options["allowHttp"], "true");
+    assert_eq!(
+        p.destinations[1].kind,
+        DestinationKind::Local {
+            path: "/var/backups/etcd".into()
+        }
+    );
+    assert_eq!(p.retention.as_ref().unwrap().keep_daily, Some(7));
+    assert!(p.retention.as_ref().unwrap().prune_after_backup);
+}
+
+#[test]
+fn minimal_policy_gets_defaults() {
+    let p = parse(
+        "p.yaml",
+        "apiVersion: lifeboat/v1\nkind: BackupPolicy\nmetadata: {name: a}\nspec:\n  cluster: \
+         {endpoints: [\"http://127.0.0.1:2379\"]}\n  encryption: none\n  destinations: [{name: \
+         l, url: \"file:///tmp/x\"}]\n",
+    )
+    .unwrap();
+    assert!(!p.encryption.is_encrypted());
+    assert_eq!(p.snapshot.timeout.0.as_secs(), 1800);
+    assert_eq!(p.cluster.selection.prefer, Prefer::Follower);
+    assert!(p.schedule.is_none() && p.retention.is_none());
+}
+
+#[test]
+fn a_typo_names_its_line_and_column() {
+    let text = full(&recipient()).replace("stallTimeout", "stallTimout");
+    let e = err(&text);
+    assert_eq!(e.line, Some(12), "{e}");
+    assert!(e.column.is_some());
+    assert!(e.message.contains("stallTimout"), "{e}");
+    assert!(
+        e.message.contains("stallTimeout"),
+        "lists the expected fields: {e}"
+    );
+    assert!(e.to_string().starts_with("p.yaml:12:"), "{e}");
+}
+
+#[test]
+fn value_errors_point_at_the_value() {
+    let r = recipient();
+    let cases: &[(&str, &str, usize, &str)] = &[
+        ("0 2 * * *", "0 2 * *", 11, "expected 5 fields"),
+        ("0 2 * * *", "0 25 * * *", 11, "cron"),
+        ("timezone: Europe/Berlin", "timezone: Mars/Base", 11, "IANA"),
+        ("timeout: 30m", "timeout: 30 parsecs", 12, "duration"),
+        ("timeout: 30m", "timeout: 0s", 12, "greater than zero"),
+        ("level: 3", "level: 22", 13, "1 (fastest) to 19"),
+        ("name: prod", "name: Prod_1", 4, "metadata.name"),
+        ("https://10.0.0.3:2379", "10.0.0.3:2379", 7, "client URL"),
+        ("prefer: follower", "prefer: newest", 10, "newest"),
+        (
+            "region: us-east-1",
+            "regoin: us-east-1",
+            16,
+            "valid options for s3:// are: endpoint",
+        ),
+        (
+            "file:///var/backups/etcd",
+            "gs://bucket",
+            17,
+            "not supported",
+        ),
+        (
+            "file:///var/backups/etcd",
+            "file://var/backups",
+            17,
+            "three slashes",
+        ),
+    ];
+    for (from, to, line, needle) in cases {
+        let text = full(&r).replacen(from, to, 1);
+        assert_ne!(text, full(&r), "replacement {from:?} did not apply");
+        let e = err(&text);
+        assert!(e.message.contains(needle), "{to:?}: {e}");
+        assert_eq!(e.line, Some(*line), "{to:?}: {e}");
+    }
+}
+
+#[test]
+fn encryption_must_be_said() {
+    let r = recipient();
+    let e = err(&full(&r).replace(&format!("  encryption: {{recipients: [\"{r}\"]}}\n"), ""));
+    assert!(e.message.contains("missing field `encryption`"), "{e}");
+    let e = err(&full(&r).replace(&format!("recipients: [\"{r}\"]"), "recipients: []"));
+    assert!(e.message.contains("encryption: none"), "{e}");
+    let e = err(&full(&r).replace(&r, "age1notakey"));
+    assert!(e.message.contains("not an age X25519 public key"), "{e}");
+    assert_eq!(e.line, Some(14));
+    let e = err(&full(&r).replace(&format!("{{recipients: [\"{r}\"]}}"), "off"));
+    assert!(e.message.contains("expected `none`"), "{e}");
+}
+
+#[test]
+fn cross_field_rules() {
+    let r = recipient();
+    let e = err(&full(&r).replace("    tls: {caFile: /etc/lifeboat/ca.crt, certFile: /etc/lifeboat/c.crt, keyFile: /etc/lifeboat/c.key}\n", ""));
+    assert!(e.message.contains("tls is not set"), "{e}");
+    let e = err(&full(&r).replace(", keyFile: /etc/lifeboat/c.key", ""));
+    assert!(
+        e.message.contains("certFile and keyFile go together"),
+        "{e}"
+    );
+    let e = err(&full(&r).replace("name: local", "name: primary"));
+    assert!(e.message.contains("used twice"), "{e}");
+    let e = err(&full(&r).replace(
+        "{keepLast: 3, keepDaily: 7, keepWeekly: 4, keepMonthly: 12}",
+        "{}",
+    ));
+    assert!(e.message.contains("keeps nothing"), "{e}");
+    let e = err(&full(&r).replace("https://10.0.0.3:2379", "https://10.0.0.2:2379"));
+    assert!(e.message.contains("listed twice"), "{e}");
+    let e = err(&full(&r).replace("lifeboat/v1", "lifeboat/v2"));
+    assert!(e.message.contains("apiVersion"), "{e}");
+    assert_eq!(e.line, Some(1));
+}
+
+#[test]
+fn yaml_syntax_errors_are_located() {
+    let e = err("apiVersion: lifeboat/v1\nkind: [\n");
+    assert!(e.line.is_some(), "{e}");
+}

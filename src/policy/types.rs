@@ -1,0 +1,894 @@
+//! Policy schema. Raw shapes are deserialized with `deny_unknown_fields`; newtypes validate their
+//! value in `Deserialize` so errors point at the line and column of the value.
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// A validated backup policy.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// `metadata.name`: names the backup set, part of every object key.
+    pub name: String,
+    /// How to reach the cluster.
+    pub cluster: Cluster,
+    /// When the daemon runs it (optional for one-shot use).
+    pub schedule: Option<Schedule>,
+    /// Snapshot limits and spool location.
+    pub snapshot: SnapshotSpec,
+    /// zstd settings.
+    pub compression: CompressionSpec,
+    /// age recipients, or none.
+    pub encryption: EncryptionSpec,
+    /// Where backups go (at least one).
+    pub destinations: Vec<DestinationSpec>,
+    /// Which backups to keep (absent: keep all).
+    pub retention: Option<Retention>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub(super) struct PolicyDocument {
+    #[allow(dead_code)] // validated on deserialize
+    api_version: ApiVersion,
+    #[allow(dead_code)]
+    kind: PolicyKind,
+    metadata: Metadata,
+    spec: Spec,
+}
+
+impl PolicyDocument {
+    pub(super) fn into_policy(self) -> Policy {
+        let Spec {
+            cluster,
+            schedule,
+            snapshot,
+            compression,
+            encryption,
+            destinations,
+            retention,
+        } = self.spec;
+        Policy {
+            name: self.metadata.name.0,
+            cluster,
+            schedule,
+            snapshot,
+            compression,
+            encryption,
+            destinations: destinations.0,
+            retention,
+        }
+    }
+}
+
+/// Implements `Deserialize` for a newtype by parsing a string with `$parse`.
+macro_rules! string_newtype {
+    ($ty:ident, $parse:expr) => {
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                let parse: fn(&str) -> Result<$ty, String> = $parse;
+                parse(&s).map_err(de::Error::custom)
+            }
+        }
+    };
+}
+
+struct ApiVersion;
+string_newtype!(ApiVersion, |s| if s == "lifeboat/v1" {
+    Ok(ApiVersion)
+} else {
+    Err(format!("apiVersion: expected \"lifeboat/v1\", found {s:?}"))
+});
+
+struct PolicyKind;
+string_newtype!(PolicyKind, |s| if s == "BackupPolicy" {
+    Ok(PolicyKind)
+} else {
+    Err(format!("kind: expected \"BackupPolicy\", found {s:?}"))
+});
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Metadata {
+    name: PolicyName,
+}
+
+struct PolicyName(String);
+string_newtype!(PolicyName, |s| {
+    let ok = !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-');
+    if ok {
+        Ok(PolicyName(s.to_owned()))
+    } else {
+        Err(format!(
+            "metadata.name: {s:?} is not a valid name; use 1-63 lowercase letters, digits and '-', \
+             starting and ending with a letter or digit (it becomes part of every object key)"
+        ))
+    }
+});
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Spec {
+    cluster: Cluster,
+    #[serde(default)]
+    schedule: Option<Schedule>,
+    #[serde(default)]
+    snapshot: SnapshotSpec,
+    #[serde(default)]
+    compression: CompressionSpec,
+    encryption: EncryptionSpec,
+    destinations: Destinations,
+    #[serde(default)]
+    retention: Option<Retention>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// cluster
+
+/// How to reach the etcd cluster.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "RawCluster")]
+pub struct Cluster {
+    /// Client URLs of the members (`http(s)://host:port`).
+    pub endpoints: Vec<String>,
+    /// TLS material, required for `https` endpoints.
+    pub tls: Option<Tls>,
+    /// Username and password file, when etcd auth is on.
+    pub auth: Option<Auth>,
+    /// How to pick the member to snapshot.
+    pub selection: Selection,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawCluster {
+    endpoints: Vec<Endpoint>,
+    #[serde(default)]
+    tls: Option<Tls>,
+    #[serde(default)]
+    auth: Option<Auth>,
+    #[serde(default)]
+    selection: Selection,
+}
+
+impl TryFrom<RawCluster> for Cluster {
+    type Error = String;
+    fn try_from(raw: RawCluster) -> Result<Self, String> {
+        if raw.endpoints.is_empty() {
+            return Err(
+                "spec.cluster.endpoints: list at least one member client URL, e.g. \
+                        https://10.0.0.2:2379"
+                    .into(),
+            );
+        }
+        let mut endpoints: Vec<String> = Vec::new();
+        for e in raw.endpoints {
+            if endpoints.contains(&e.0) {
+                return Err(format!("spec.cluster.endpoints: {} is listed twice", e.0));
+            }
+            endpoints.push(e.0);
+        }
+        let https = endpoints
+            .iter()
+            .filter(|e| e.starts_with("https://"))
+            .count();
+        if https != 0 && https != endpoints.len() {
+            return Err(
+                "spec.cluster.endpoints: mix of http:// and https:// endpoints; a cluster \
+                        serves clients with one scheme"
+                    .into(),
+            );
+        }
+        if https > 0 && raw.tls.is_none() {
+            return Err(
+                "spec.cluster: endpoints use https:// but spec.cluster.tls is not set; add \
+                        tls.caFile (and certFile/keyFile for client-certificate auth)"
+                    .into(),
+            );
+        }
+        if https == 0 && raw.tls.is_some() {
+            return Err(
+                "spec.cluster.tls is set but the endpoints use http://; use https:// \
+                        endpoints or remove tls"
+                    .into(),
+            );
+        }
+        Ok(Cluster {
+            endpoints,
+            tls: raw.tls,
+            auth: raw.auth,
+            selection: raw.selection,
+        })
+    }
+}
+
+struct Endpoint(String);
+string_newtype!(Endpoint, |s| {
+    let hint = "expected a client URL like https://10.0.0.2:2379";
+    let url = url::Url::parse(s).map_err(|e| format!("endpoint {s:?}: {e}; {hint}"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "endpoint {s:?}: scheme must be http or https; {hint}"
+        ));
+    }
+    if url.host_str().is_none() || url.port().is_none() {
+        return Err(format!(
+            "endpoint {s:?}: host and port are required; {hint}"
+        ));
+    }
+    if url.path() != "/" && !url.path().is_empty() || url.query().is_some() {
+        return Err(format!(
+            "endpoint {s:?}: must not have a path or query; {hint}"
+        ));
+    }
+    Ok(Endpoint(s.trim_end_matches('/').to_owned()))
+});
+
+/// TLS files for the etcd client.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "RawTls")]
+pub struct Tls {
+    /// CA bundle that signed the members' serving certificates.
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key, for client-certificate auth.
+    pub client: Option<(PathBuf, PathBuf)>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawTls {
+    #[serde(default)]
+    ca_file: Option<PathBuf>,
+    #[serde(default)]
+    cert_file: Option<PathBuf>,
+    #[serde(default)]
+    key_file: Option<PathBuf>,
+}
+
+impl TryFrom<RawTls> for Tls {
+    type Error = String;
+    fn try_from(raw: RawTls) -> Result<Self, String> {
+        let client = match (raw.cert_file, raw.key_file) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => {
+                return Err(
+                    "spec.cluster.tls: certFile and keyFile go together; set both or neither"
+                        .into(),
+                );
+            }
+        };
+        if raw.ca_file.is_none() && client.is_none() {
+            return Err("spec.cluster.tls: set caFile, or certFile and keyFile".into());
+        }
+        Ok(Tls {
+            ca_file: raw.ca_file,
+            client,
+        })
+    }
+}
+
+/// etcd username and the file holding its password.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Auth {
+    /// etcd user (needs the root role to take snapshots).
+    pub username: NonEmpty,
+    /// File whose first line is the password (never put passwords in the policy).
+    pub password_file: PathBuf,
+}
+
+/// A non-empty string.
+#[derive(Debug, Clone)]
+pub struct NonEmpty(pub String);
+string_newtype!(NonEmpty, |s| if s.trim().is_empty() {
+    Err("must not be empty".into())
+} else {
+    Ok(NonEmpty(s.to_owned()))
+});
+
+/// Which member to prefer among the healthy ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Prefer {
+    /// A healthy follower (spares the leader); the leader only if no follower qualifies.
+    #[default]
+    Follower,
+    /// The leader; followers only if the leader does not qualify.
+    Leader,
+    /// Whichever healthy member has the highest applied index.
+    Any,
+}
+
+/// Member selection.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Selection {
+    /// Which role to prefer.
+    #[serde(default)]
+    pub prefer: Prefer,
+    /// Skip members whose raft applied index is more than this behind the leader's.
+    #[serde(default = "default_max_raft_lag")]
+    pub max_raft_lag: u64,
+    /// How long to wait for each member's status.
+    #[serde(default = "default_status_timeout")]
+    pub status_timeout: PositiveDuration,
+}
+
+fn default_max_raft_lag() -> u64 {
+    1000
+}
+fn default_status_timeout() -> PositiveDuration {
+    PositiveDuration(Duration::from_secs(5))
+}
+
+impl Default for Selection {
+    fn default() -> Self {
+        Self {
+            prefer: Prefer::default(),
+            max_raft_lag: default_max_raft_lag(),
+            status_timeout: default_status_timeout(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// schedule, snapshot, compression
+
+/// Cron schedule for the daemon.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Schedule {
+    /// Standard 5-field cron expression.
+    pub cron: CronExpr,
+    /// IANA time zone the expression is read in.
+    #[serde(default)]
+    pub timezone: TimeZone,
+    /// Random delay up to this long before each run.
+    #[serde(default)]
+    pub jitter: AnyDuration,
+}
+
+/// A validated standard 5-field cron expression (minute hour day-of-month month day-of-week).
+#[derive(Debug, Clone)]
+pub struct CronExpr(pub String);
+string_newtype!(CronExpr, |s| {
+    let fields = s.split_whitespace().count();
+    if fields != 5 {
+        return Err(format!(
+            "cron {s:?}: expected 5 fields (minute hour day-of-month month day-of-week), found \
+             {fields}"
+        ));
+    }
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Disallowed)
+        .year(croner::parser::Year::Disallowed)
+        .build()
+        .parse(s)
+        .map_err(|e| format!("cron {s:?}: {e}"))?;
+    Ok(CronExpr(s.to_owned()))
+});
+
+/// An IANA time zone name such as `UTC` or `Europe/Berlin`.
+#[derive(Debug, Clone, Copy)]
+pub struct TimeZone(pub chrono_tz::Tz);
+impl Default for TimeZone {
+    fn default() -> Self {
+        TimeZone(chrono_tz::UTC)
+    }
+}
+string_newtype!(TimeZone, |s| chrono_tz::Tz::from_str(s)
+    .map(TimeZone)
+    .map_err(|_| format!(
+        "timezone {s:?}: not an IANA time zone name; use e.g. UTC or Europe/Berlin"
+    )));
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| {
+        format!("duration {s:?}: {e}; expected a number and unit such as 90s, 5m or 24h")
+    })
+}
+
+/// A duration such as `90s`, `5m`, `24h`; may be zero.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AnyDuration(pub Duration);
+string_newtype!(AnyDuration, |s| parse_duration(s).map(AnyDuration));
+
+/// A duration greater than zero.
+#[derive(Debug, Clone, Copy)]
+pub struct PositiveDuration(pub Duration);
+string_newtype!(PositiveDuration, |s| {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        Err(format!("duration {s:?}: must be greater than zero"))
+    } else {
+        Ok(PositiveDuration(d))
+    }
+});
+
+/// Snapshot limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SnapshotSpec {
+    /// Directory for the plaintext spool file (0600) during a run; needs room for one snapshot.
+    #[serde(default = "default_spool_dir")]
+    pub spool_dir: PathBuf,
+    /// Abort a snapshot that takes longer than this.
+    #[serde(default = "default_snapshot_timeout")]
+    pub timeout: PositiveDuration,
+    /// Abort when no bytes arrive for this long.
+    #[serde(default = "default_stall_timeout")]
+    pub stall_timeout: PositiveDuration,
+    /// How many healthy members to try before giving up.
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: Attempts,
+}
+
+fn default_spool_dir() -> PathBuf {
+    PathBuf::from("/var/lib/lifeboat/spool")
+}
+fn default_snapshot_timeout() -> PositiveDuration {
+    PositiveDuration(Duration::from_secs(30 * 60))
+}
+fn default_stall_timeout() -> PositiveDuration {
+    PositiveDuration(Duration::from_secs(60))
+}
+fn default_max_attempts() -> Attempts {
+    Attempts(3)
+}
+
+impl Default for SnapshotSpec {
+    fn default() -> Self {
+        Self {
+            spool_dir: default_spool_dir(),
+            timeout: default_snapshot_timeout(),
+            stall_timeout: default_stall_timeout(),
+            max_attempts: default_max_attempts(),
+        }
+    }
+}
+
+/// Attempt count, 1 to 10.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempts(pub u32);
+impl<'de> Deserialize<'de> for Attempts {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = u32::deserialize(d)?;
+        if (1..=10).contains(&n) {
+            Ok(Attempts(n))
+        } else {
+            Err(de::Error::custom(format!(
+                "maxAttempts {n}: expected 1 to 10"
+            )))
+        }
+    }
+}
+
+/// zstd settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CompressionSpec {
+    /// zstd level, 1 (fastest) to 19 (smallest).
+    #[serde(default = "default_level")]
+    pub level: Level,
+    /// Compression worker threads; 0 means one per core.
+    #[serde(default)]
+    pub threads: u32,
+}
+
+fn default_level() -> Level {
+    Level(3)
+}
+
+impl Default for CompressionSpec {
+    fn default() -> Self {
+        Self {
+            level: default_level(),
+            threads: 0,
+        }
+    }
+}
+
+/// zstd level 1..=19 (20+ need far more memory, on backup and restore alike).
+#[derive(Debug, Clone, Copy)]
+pub struct Level(pub i32);
+impl<'de> Deserialize<'de> for Level {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = i32::deserialize(d)?;
+        if (1..=19).contains(&n) {
+            Ok(Level(n))
+        } else {
+            Err(de::Error::custom(format!(
+                "compression level {n}: expected 1 (fastest) to 19 (smallest)"
+            )))
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// encryption
+
+/// Encryption: age recipients, or `none` said explicitly.
+#[derive(Debug, Clone)]
+pub enum EncryptionSpec {
+    /// `encryption: none`: stored objects are only compressed.
+    None,
+    /// age X25519 recipients.
+    Age {
+        /// Recipients written in the policy (`age1...`).
+        recipients: Vec<String>,
+        /// File with more recipients, one per line (`#` comments allowed).
+        recipients_file: Option<PathBuf>,
+    },
+}
+
+impl EncryptionSpec {
+    /// Whether stored objects are encrypted.
+    pub fn is_encrypted(&self) -> bool {
+        matches!(self, EncryptionSpec::Age { .. })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawAge {
+    #[serde(default)]
+    recipients: Vec<Recipient>,
+    #[serde(default)]
+    recipients_file: Option<PathBuf>,
+}
+
+struct Recipient(String);
+string_newtype!(Recipient, |s| parse_recipient(s)
+    .map(|_| Recipient(s.trim().to_owned())));
+
+/// Parse one age X25519 recipient, with an error that says what is expected.
+pub fn parse_recipient(s: &str) -> Result<age::x25519::Recipient, String> {
+    age::x25519::Recipient::from_str(s.trim()).map_err(|e| {
+        let shown: String = s.chars().take(16).collect();
+        format!(
+            "recipient {shown:?}...: not an age X25519 public key ({e}); expected age1... as \
+             printed by `lifeboat key generate` or `age-keygen -y`"
+        )
+    })
+}
+
+impl<'de> Deserialize<'de> for EncryptionSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = EncryptionSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("`none` or a mapping with recipients and/or recipientsFile")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Self::Value, E> {
+                if s == "none" {
+                    Ok(EncryptionSpec::None)
+                } else {
+                    Err(E::custom(format!(
+                        "encryption: expected `none` or {{recipients: [age1...]}}, found {s:?}"
+                    )))
+                }
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                let raw = RawAge::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                if raw.recipients.is_empty() && raw.recipients_file.is_none() {
+                    return Err(de::Error::custom(
+                        "encryption: no recipients; list age1... public keys in recipients or \
+                         name a recipientsFile, or write `encryption: none` to store backups \
+                         unencrypted",
+                    ));
+                }
+                Ok(EncryptionSpec::Age {
+                    recipients: raw.recipients.into_iter().map(|r| r.0).collect(),
+                    recipients_file: raw.recipients_file,
+                })
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// destinations
+
+struct Destinations(Vec<DestinationSpec>);
+impl<'de> Deserialize<'de> for Destinations {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let list = Vec::<DestinationSpec>::deserialize(d)?;
+        if list.is_empty() {
+            return Err(de::Error::custom(
+                "spec.destinations: list at least one destination, e.g. {name: local, url: \
+                 \"file:///var/backups/etcd\"}",
+            ));
+        }
+        for (i, a) in list.iter().enumerate() {
+            if list[..i].iter().any(|b| b.name == a.name) {
+                return Err(de::Error::custom(format!(
+                    "spec.destinations: name {:?} is used twice; names must be unique",
+                    a.name
+                )));
+            }
+        }
+        Ok(Destinations(list))
+    }
+}
+
+/// Where backups go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DestinationKind {
+    /// `s3://bucket/prefix`
+    S3 {
+        /// Bucket name.
+        bucket: String,
+    },
+    /// `file:///absolute/dir`
+    Local {
+        /// Directory (must exist).
+        path: PathBuf,
+    },
+}
+
+/// One destination.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "RawDestination")]
+pub struct DestinationSpec {
+    /// Unique name within the policy.
+    pub name: String,
+    /// The URL as written (never contains secrets).
+    pub url: String,
+    /// Parsed scheme and location.
+    pub kind: DestinationKind,
+    /// Key prefix inside the bucket ("" for none); local destinations use the directory itself.
+    pub prefix: String,
+    /// Options as (camelCase key, value); keys validated for the scheme.
+    pub options: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawDestination {
+    name: DestName,
+    url: DestUrl,
+    #[serde(default)]
+    options: BTreeMap<String, Scalar>,
+}
+
+struct DestName(String);
+string_newtype!(DestName, |s| {
+    if !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        Ok(DestName(s.to_owned()))
+    } else {
+        Err(format!(
+            "destination name {s:?}: use 1-63 letters, digits, '-' or '_'"
+        ))
+    }
+});
+
+/// A YAML scalar kept as text (`true`, `9000`, `us-east-1`).
+struct Scalar(String);
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a string, number or boolean")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Scalar, E> {
+                Ok(Scalar(s.to_owned()))
+            }
+            fn visit_bool<E: de::Error>(self, b: bool) -> Result<Scalar, E> {
+                Ok(Scalar(b.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Scalar, E> {
+                Ok(Scalar(n.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Scalar, E> {
+                Ok(Scalar(n.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, n: f64) -> Result<Scalar, E> {
+                Ok(Scalar(n.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// S3 option keys: camelCase policy key → object_store configuration key. `*File` variants of
+/// the secret keys read the value from a file.
+pub const S3_OPTIONS: &[(&str, &str)] = &[
+    ("endpoint", "aws_endpoint"),
+    ("region", "aws_region"),
+    ("allowHttp", "allow_http"),
+    ("virtualHostedStyle", "aws_virtual_hosted_style_request"),
+    ("accessKeyId", "aws_access_key_id"),
+    ("secretAccessKey", "aws_secret_access_key"),
+    ("sessionToken", "aws_session_token"),
+    ("accessKeyIdFile", "aws_access_key_id"),
+    ("secretAccessKeyFile", "aws_secret_access_key"),
+    ("sessionTokenFile", "aws_session_token"),
+];
+
+/// A destination URL, parsed.
+struct DestUrl {
+    raw: String,
+    kind: DestinationKind,
+    prefix: String,
+}
+string_newtype!(DestUrl, |s| {
+    let url = url::Url::parse(s).map_err(|e| {
+        format!("url {s:?}: {e}; expected s3://bucket/prefix or file:///absolute/dir")
+    })?;
+    let (kind, prefix) = match url.scheme() {
+        "s3" => {
+            let bucket = url.host_str().unwrap_or_default().to_owned();
+            if bucket.is_empty() {
+                return Err(format!(
+                    "url {s:?} has no bucket; expected s3://bucket/prefix"
+                ));
+            }
+            (
+                DestinationKind::S3 { bucket },
+                url.path().trim_matches('/').to_owned(),
+            )
+        }
+        "file" => {
+            if url.host_str().is_some_and(|h| !h.is_empty()) {
+                return Err(format!(
+                    "url {s:?}: file URLs need an absolute path, e.g. file:///var/backups/etcd \
+                     (three slashes)"
+                ));
+            }
+            let path = url
+                .to_file_path()
+                .map_err(|()| format!("url {s:?} is not a local path"))?;
+            (DestinationKind::Local { path }, String::new())
+        }
+        "gs" | "az" | "azure" => {
+            return Err(format!(
+                "url {s:?}: {}:// destinations are not supported by this version yet; use s3:// \
+                 (including S3-compatible stores) or file://",
+                url.scheme()
+            ));
+        }
+        other => {
+            return Err(format!(
+                "url {s:?}: unknown scheme {other:?}; expected s3:// or file://"
+            ));
+        }
+    };
+    Ok(DestUrl {
+        raw: s.to_owned(),
+        kind,
+        prefix,
+    })
+});
+
+impl TryFrom<RawDestination> for DestinationSpec {
+    type Error = String;
+    fn try_from(raw: RawDestination) -> Result<Self, String> {
+        let name = raw.name.0;
+        let DestUrl {
+            raw: url,
+            kind,
+            prefix,
+        } = raw.url;
+        let scheme = url.split(':').next().unwrap_or_default().to_owned();
+        let allowed: &[(&str, &str)] = match kind {
+            DestinationKind::S3 { .. } => S3_OPTIONS,
+            DestinationKind::Local { .. } => &[],
+        };
+        let mut options = BTreeMap::new();
+        for (k, v) in raw.options {
+            if !allowed.iter().any(|(a, _)| *a == k) {
+                let valid: Vec<&str> = allowed.iter().map(|(a, _)| *a).collect();
+                return Err(format!(
+                    "destination {name:?}: unknown option {k:?}; valid options for {}:// are: {}",
+                    scheme,
+                    if valid.is_empty() {
+                        "(none)".to_owned()
+                    } else {
+                        valid.join(", ")
+                    }
+                ));
+            }
+            options.insert(k, v.0);
+        }
+        Ok(DestinationSpec {
+            name,
+            url,
+            kind,
+            prefix,
+            options,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// retention
+
+/// Retention rules, combined with OR (a backup is kept if any rule keeps it).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "RawRetention")]
+pub struct Retention {
+    /// Keep the newest N.
+    pub keep_last: Option<u32>,
+    /// Keep the newest per hour, for N hours that have backups.
+    pub keep_hourly: Option<u32>,
+    /// Keep the newest per day, for N days.
+    pub keep_daily: Option<u32>,
+    /// Keep the newest per ISO week, for N weeks.
+    pub keep_weekly: Option<u32>,
+    /// Keep the newest per month, for N months.
+    pub keep_monthly: Option<u32>,
+    /// Keep the newest per year, for N years.
+    pub keep_yearly: Option<u32>,
+    /// Keep everything newer than this, measured back from the newest backup.
+    pub keep_within: Option<Duration>,
+    /// Prune after every successful backup.
+    pub prune_after_backup: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawRetention {
+    keep_last: Option<u32>,
+    keep_hourly: Option<u32>,
+    keep_daily: Option<u32>,
+    keep_weekly: Option<u32>,
+    keep_monthly: Option<u32>,
+    keep_yearly: Option<u32>,
+    keep_within: Option<PositiveDuration>,
+    #[serde(default = "yes")]
+    prune_after_backup: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl TryFrom<RawRetention> for Retention {
+    type Error = String;
+    fn try_from(r: RawRetention) -> Result<Self, String> {
+        let counts = [
+            r.keep_last,
+            r.keep_hourly,
+            r.keep_daily,
+            r.keep_weekly,
+            r.keep_monthly,
+            r.keep_yearly,
+        ];
+        if counts.iter().all(|c| c.unwrap_or(0) == 0) && r.keep_within.is_none() {
+            return Err(
+                "spec.retention keeps nothing: set at least one of keepLast, keepHourly, \
+                        keepDaily, keepWeekly, keepMonthly, keepYearly (above 0) or keepWithin; \
+                        remove the retention block to keep every backup"
+                    .into(),
+            );
+        }
+        Ok(Retention {
+            keep_last: r.keep_last,
+            keep_hourly: r.keep_hourly,
+            keep_daily: r.keep_daily,
+            keep_weekly: r.keep_weekly,
+            keep_monthly: r.keep_monthly,
+            keep_yearly: r.keep_yearly,
+            keep_within: r.keep_within.map(|d| d.0),
+            prune_after_backup: r.prune_after_backup,
+        })
+    }
+}
