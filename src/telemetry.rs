@@ -1,6 +1,7 @@
 //! Log setup: human-readable by default, JSON lines with `--log-format json`. Logs go to stderr
 //! so stdout carries only command output.
 
+use std::io::IsTerminal;
 use tracing_subscriber::EnvFilter;
 
 /// Log output format.
@@ -18,7 +19,8 @@ pub fn init(format: LogFormat, level: &str) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_target(false);
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal());
     let _ = match format {
         LogFormat::Human => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

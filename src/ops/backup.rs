@@ -5,7 +5,9 @@
 
 use super::LoadedPolicy;
 use crate::error::{Error, Kind, Result};
-use crate::etcd::snapshot::{Limits, StreamError, StreamFault, TRAILER_LEN, stream_snapshot};
+use crate::etcd::snapshot::{
+    Limits, StreamError, StreamFault, TRAILER_LEN, Verified, stream_snapshot,
+};
 use crate::etcd::{MemberStatus, describe_etcd_error, probe_all, select};
 use crate::model::{
     self, BackupId, Compression, Encryption, MANIFEST_FORMAT_VERSION, Manifest, MemberInfo,
@@ -218,53 +220,13 @@ async fn attempt(
         ))
     })?;
 
-    // Decide: the root cause wins over its knock-on effects (closed channels).
-    let failure = if let Err((i, e)) = &fanned {
-        let d = &lp.destinations[*i];
-        Some(AttemptError::Fatal(upload_error(d, &data_key, e)))
-    } else if let Err(SealError::Spool(path, e)) = &sealed {
-        Some(AttemptError::Fatal(Error::new(
-            Kind::Io,
-            format!(
-                "writing spool file {}: {e}; free space in snapshot.spoolDir (it needs room for \
-                 one snapshot)",
-                path.display()
-            ),
-        )))
-    } else if let Err(SealError::Encode(m)) = &sealed {
-        Some(AttemptError::Fatal(Error::new(
-            Kind::Crypto,
-            format!("compressing/encrypting the snapshot failed: {m}"),
-        )))
-    } else {
-        match &streamed {
-            Err(StreamError::Member(m)) => Some(AttemptError::Member {
-                message: m.clone(),
-                integrity: false,
-            }),
-            Err(StreamError::Fault(f)) => Some(AttemptError::Member {
-                message: f.to_string(),
-                integrity: matches!(f, StreamFault::Mismatch { .. }),
-            }),
-            Err(StreamError::SinkClosed) | Ok(_) if sealed.is_err() => {
-                Some(AttemptError::Fatal(Error::new(
-                    Kind::Internal,
-                    "the compression stage stopped without saying why",
-                )))
-            }
-            Err(StreamError::SinkClosed) => Some(AttemptError::Fatal(Error::new(
-                Kind::Internal,
-                "the snapshot consumer stopped without saying why",
-            ))),
-            Ok(_) => None,
+    let (verified, sealed) = match (streamed, sealed, fanned) {
+        (Ok(v), Ok(s), Ok(())) => (v, s),
+        (streamed, sealed, fanned) => {
+            abort_all(&lp.destinations, writers).await;
+            return Err(classify(lp, &data_key, streamed, sealed, fanned));
         }
     };
-    if let Some(f) = failure {
-        abort_all(&lp.destinations, writers).await;
-        return Err(f);
-    }
-    let verified = streamed.ok().expect("checked above");
-    let sealed: SealOutput = sealed.ok().expect("checked above");
     if sealed.plain_size != verified.db_size + TRAILER_LEN as u64 {
         abort_all(&lp.destinations, writers).await;
         return Err(AttemptError::Fatal(Error::new(
@@ -324,6 +286,45 @@ async fn attempt(
     };
     commit(&lp.destinations, &manifest).await?;
     Ok(manifest)
+}
+
+/// Pick the root cause of a failed attempt over its knock-on effects (closed channels).
+fn classify(
+    lp: &LoadedPolicy,
+    data_key: &str,
+    streamed: std::result::Result<Verified, StreamError>,
+    sealed: std::result::Result<SealOutput, SealError>,
+    fanned: std::result::Result<(), (usize, object_store::Error)>,
+) -> AttemptError {
+    if let Err((i, e)) = &fanned {
+        return AttemptError::Fatal(upload_error(&lp.destinations[*i], data_key, e));
+    }
+    match (sealed, streamed) {
+        (Err(SealError::Spool(path, e)), _) => AttemptError::Fatal(Error::new(
+            Kind::Io,
+            format!(
+                "writing spool file {}: {e}; free space in snapshot.spoolDir (it needs room for \
+                 one snapshot)",
+                path.display()
+            ),
+        )),
+        (Err(SealError::Encode(m)), _) => AttemptError::Fatal(Error::new(
+            Kind::Crypto,
+            format!("compressing/encrypting the snapshot failed: {m}"),
+        )),
+        (_, Err(StreamError::Member(m))) => AttemptError::Member {
+            message: m,
+            integrity: false,
+        },
+        (_, Err(StreamError::Fault(f))) => AttemptError::Member {
+            integrity: matches!(f, StreamFault::Mismatch { .. }),
+            message: f.to_string(),
+        },
+        _ => AttemptError::Fatal(Error::new(
+            Kind::Internal,
+            "a pipeline stage stopped without saying why",
+        )),
+    }
 }
 
 fn upload_error(d: &Destination, key: &str, e: &object_store::Error) -> Error {
@@ -408,7 +409,7 @@ async fn complete_uploads(
                 remove_quietly(d, key).await;
             }
         }
-        let e = results[i].as_ref().err().expect("position found an error");
+        let e = results[i].as_ref().expect_err("position found an error");
         return Err(AttemptError::Fatal(upload_error(&dests[i], key, e)));
     }
     Ok(())
@@ -435,7 +436,7 @@ async fn commit(dests: &[Destination], m: &Manifest) -> Result<(), AttemptError>
         for d in dests {
             remove_quietly(d, &m.stored.key).await;
         }
-        let e = results[i].as_ref().err().expect("position found an error");
+        let e = results[i].as_ref().expect_err("position found an error");
         return Err(AttemptError::Fatal(Error::new(
             Kind::Storage,
             format!(

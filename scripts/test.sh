@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Run the whole test suite: starts a moto S3 server on 127.0.0.1 (etcd clusters are started by
+# the tests themselves), runs `cargo test`, and stops the server. Needs etcd + etcdctl and
+# moto_server (see .ci/run for how to install them).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+MOTO=${MOTO_SERVER:-}
+[ -n "$MOTO" ] || MOTO=$(command -v moto_server || true)
+[ -n "$MOTO" ] || [ ! -x /opt/lifeboat-venv/bin/moto_server ] || MOTO=/opt/lifeboat-venv/bin/moto_server
+[ -n "$MOTO" ] || { echo "test.sh: moto_server not found; pip install 'moto[server]' (see .ci/run)" >&2; exit 1; }
+command -v etcd >/dev/null || { echo "test.sh: etcd not found; apt-get install etcd-server etcd-client" >&2; exit 1; }
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+log=$(mktemp /tmp/lifeboat-moto.XXXXXX.log)
+"$MOTO" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
+moto_pid=$!
+trap 'kill $moto_pid 2>/dev/null || true; wait $moto_pid 2>/dev/null || true' EXIT
+for _ in $(seq 1 100); do
+  curl -fsS "http://127.0.0.1:$port/" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+curl -fsS "http://127.0.0.1:$port/" >/dev/null || { echo "test.sh: moto did not start; log:" >&2; cat "$log" >&2; exit 1; }
+export LIFEBOAT_TEST_S3_ENDPOINT="http://127.0.0.1:$port"
+echo "moto S3 at $LIFEBOAT_TEST_S3_ENDPOINT; etcd: $(/usr/bin/etcd --version 2>/dev/null | head -1 || etcd --version | head -1)"
+cargo test "$@"

@@ -1,0 +1,309 @@
+//! Test harness: real etcd processes on 127.0.0.1 and the moto S3 server started by
+//! `scripts/test.sh` (or `.ci/run`), whose address is in `LIFEBOAT_TEST_S3_ENDPOINT`.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free loopback port (bound then released; good enough for tests).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Where etcd data dirs go: tmpfs when there is one.
+fn scratch_root() -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        shm.to_owned()
+    } else {
+        std::env::temp_dir()
+    }
+}
+
+/// The etcd binary to run (Debian's 3.4 unless `LIFEBOAT_TEST_ETCD` says otherwise).
+pub fn etcd_bin() -> String {
+    std::env::var("LIFEBOAT_TEST_ETCD").unwrap_or_else(|_| {
+        if Path::new("/usr/bin/etcd").exists() {
+            "/usr/bin/etcd".into()
+        } else {
+            "etcd".into()
+        }
+    })
+}
+
+/// etcdctl matching [`etcd_bin`].
+pub fn etcdctl_bin() -> String {
+    std::env::var("LIFEBOAT_TEST_ETCDCTL").unwrap_or_else(|_| {
+        if Path::new("/usr/bin/etcdctl").exists() {
+            "/usr/bin/etcdctl".into()
+        } else {
+            "etcdctl".into()
+        }
+    })
+}
+
+pub struct Member {
+    pub name: String,
+    pub client_url: String,
+    child: Option<Child>,
+}
+
+/// A real etcd cluster of `n` members on loopback, killed and removed on drop.
+pub struct EtcdCluster {
+    pub members: Vec<Member>,
+    pub dir: tempfile::TempDir,
+}
+
+impl EtcdCluster {
+    pub fn start(n: usize) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("lifeboat-etcd-")
+            .tempdir_in(scratch_root())
+            .unwrap();
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let token = format!("t{}", free_port());
+        let initial: Vec<String> = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, p))| format!("m{i}=http://127.0.0.1:{p}"))
+            .collect();
+        let initial = initial.join(",");
+        let mut members = Vec::new();
+        for (i, (c, p)) in ports.iter().enumerate() {
+            let log = std::fs::File::create(dir.path().join(format!("m{i}.log"))).unwrap();
+            let child = Command::new(etcd_bin())
+                .args([
+                    "--name",
+                    &format!("m{i}"),
+                    "--data-dir",
+                    dir.path().join(format!("m{i}.data")).to_str().unwrap(),
+                    "--listen-client-urls",
+                    &format!("http://127.0.0.1:{c}"),
+                    "--advertise-client-urls",
+                    &format!("http://127.0.0.1:{c}"),
+                    "--listen-peer-urls",
+                    &format!("http://127.0.0.1:{p}"),
+                    "--initial-advertise-peer-urls",
+                    &format!("http://127.0.0.1:{p}"),
+                    "--initial-cluster",
+                    &initial,
+                    "--initial-cluster-token",
+                    &token,
+                    "--initial-cluster-state",
+                    "new",
+                ])
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap_or_else(|e| {
+                    panic!("cannot start {}: {e}; install etcd-server", etcd_bin())
+                });
+            members.push(Member {
+                name: format!("m{i}"),
+                client_url: format!("http://127.0.0.1:{c}"),
+                child: Some(child),
+            });
+        }
+        let cluster = EtcdCluster { members, dir };
+        cluster.wait_healthy();
+        cluster
+    }
+
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(|m| m.client_url.clone()).collect()
+    }
+
+    fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ok = Command::new(etcdctl_bin())
+                .env("ETCDCTL_API", "3")
+                .args([
+                    "--endpoints",
+                    &self.endpoints().join(","),
+                    "endpoint",
+                    "health",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if ok {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "etcd cluster did not become healthy; logs in {}",
+                self.dir.path().display()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Kill member `i` (SIGKILL, as a crash would).
+    pub fn stop(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Put `n` keys `prefix%06d` with values of `value_len` bytes, 100 per transaction.
+    pub async fn load(&self, prefix: &str, n: usize, value_len: usize) {
+        let mut c = etcd_client::Client::connect(self.endpoints(), None)
+            .await
+            .unwrap();
+        for start in (0..n).step_by(100) {
+            let ops: Vec<etcd_client::TxnOp> = (start..(start + 100).min(n))
+                .map(|i| {
+                    let v = format!("{i:06}-").repeat(value_len / 7 + 1);
+                    etcd_client::TxnOp::put(
+                        format!("{prefix}{i:06}"),
+                        &v.as_bytes()[..value_len],
+                        None,
+                    )
+                })
+                .collect();
+            c.txn(etcd_client::Txn::new().and_then(ops)).await.unwrap();
+        }
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.stop(i);
+        }
+    }
+}
+
+/// The S3 server for tests.
+pub fn s3_endpoint() -> String {
+    std::env::var("LIFEBOAT_TEST_S3_ENDPOINT").expect(
+        "LIFEBOAT_TEST_S3_ENDPOINT is not set: run the tests with scripts/test.sh (it starts a \
+         moto S3 server on 127.0.0.1), or start one and export its URL",
+    )
+}
+
+/// Create a bucket on the test S3 server (moto accepts unsigned requests).
+pub fn create_bucket(name: &str) {
+    let ep = s3_endpoint();
+    let hostport = ep.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = TcpStream::connect(hostport).unwrap();
+    write!(
+        s,
+        "PUT /{name} HTTP/1.1\r\nHost: {hostport}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(
+        resp.starts_with("HTTP/1.1 200"),
+        "create bucket {name}: {resp}"
+    );
+}
+
+/// An object_store client for a bucket on the test server.
+pub fn s3_store(bucket: &str) -> object_store::aws::AmazonS3 {
+    object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(s3_endpoint())
+        .with_allow_http(true)
+        .with_bucket_name(bucket)
+        .with_region("us-east-1")
+        .with_access_key_id("test")
+        .with_secret_access_key("test")
+        .build()
+        .unwrap()
+}
+
+/// Unique bucket name for a test.
+pub fn bucket_name(test: &str) -> String {
+    format!("lb-{}-{}", test.replace('_', "-"), free_port())
+}
+
+/// Run the lifeboat binary.
+pub fn lifeboat(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env("LIFEBOAT_LOG", "info")
+        .output()
+        .unwrap()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A fresh age identity: (identity, recipient string).
+pub fn age_key() -> (age::x25519::Identity, String) {
+    let id = age::x25519::Identity::generate();
+    let r = id.to_public().to_string();
+    (id, r)
+}
+
+/// Decrypt (if `id`) and decompress a stored object into plaintext bytes.
+pub fn unseal(stored: &[u8], id: Option<&age::x25519::Identity>) -> Vec<u8> {
+    let compressed = match id {
+        Some(id) => {
+            let d = age::Decryptor::new(stored).unwrap();
+            let mut r = d
+                .decrypt(std::iter::once(id as &dyn age::Identity))
+                .unwrap();
+            let mut v = Vec::new();
+            r.read_to_end(&mut v).unwrap();
+            v
+        }
+        None => stored.to_vec(),
+    };
+    zstd::decode_all(&compressed[..]).unwrap()
+}
+
+/// `etcdctl snapshot status -w json` of a file: (hash, revision, totalKey, totalSize).
+pub fn etcdctl_status(path: &Path) -> serde_json::Value {
+    let o = Command::new(etcdctl_bin())
+        .env("ETCDCTL_API", "3")
+        .args(["snapshot", "status", "-w", "json", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "etcdctl snapshot status failed: {}",
+        stderr(&o)
+    );
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// Every file below `dir` (relative paths), sorted.
+pub fn files_under(dir: &Path) -> Vec<String> {
+    fn walk(base: &Path, d: &Path, out: &mut Vec<String>) {
+        if let Ok(rd) = std::fs::read_dir(d) {
+            for e in rd.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(base, &p, out);
+                } else {
+                    out.push(p.strip_prefix(base).unwrap().display().to_string());
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
