@@ -11,16 +11,25 @@ MOTO=${MOTO_SERVER:-}
 [ -n "$MOTO" ] || { echo "test.sh: moto_server not found; pip install 'moto[server]' (see .ci/run)" >&2; exit 1; }
 command -v etcd >/dev/null || { echo "test.sh: etcd not found; apt-get install etcd-server etcd-client" >&2; exit 1; }
 
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+port=$(free_port)
+auth_port=$(free_port)
 log=$(mktemp /tmp/lifeboat-moto.XXXXXX.log)
 "$MOTO" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
 moto_pid=$!
-trap 'kill $moto_pid 2>/dev/null || true; wait $moto_pid 2>/dev/null || true' EXIT
+# A second server that checks credentials (moto IAM auth) after its first, unauthenticated,
+# action: the test creates its bucket with that one, then every key it uses is unknown.
+INITIAL_NO_AUTH_ACTION_COUNT=1 "$MOTO" -H 127.0.0.1 -p "$auth_port" >"$log.auth" 2>&1 &
+auth_pid=$!
+trap 'kill $moto_pid $auth_pid 2>/dev/null || true; wait $moto_pid $auth_pid 2>/dev/null || true' EXIT
 for _ in $(seq 1 100); do
   curl -fsS "http://127.0.0.1:$port/" >/dev/null 2>&1 && break
   sleep 0.1
 done
 curl -fsS "http://127.0.0.1:$port/" >/dev/null || { echo "test.sh: moto did not start; log:" >&2; cat "$log" >&2; exit 1; }
+# Wait on the auth server by TCP connect only: an HTTP request would use up its one free action.
+for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$auth_port") 2>/dev/null && break; sleep 0.1; done
 export LIFEBOAT_TEST_S3_ENDPOINT="http://127.0.0.1:$port"
+export LIFEBOAT_TEST_S3_AUTH_ENDPOINT="http://127.0.0.1:$auth_port"
 echo "moto S3 at $LIFEBOAT_TEST_S3_ENDPOINT; etcd: $(/usr/bin/etcd --version 2>/dev/null | head -1 || etcd --version | head -1)"
 cargo test "$@"

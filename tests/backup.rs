@@ -313,3 +313,34 @@ fn policy_check_names_the_line_of_a_typo() {
     assert!(err.contains("policy.yaml:9:"), "{err}");
     assert!(err.contains("unknown field `stalTimeout`"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_credentials_fail_cleanly_without_leaking_the_secret() {
+    let cluster = EtcdCluster::start(1);
+    cluster.load("/k/", 100, 10).await;
+    let ep = s3_auth_endpoint();
+    create_bucket_at(&ep, "lb-auth");
+    let (_, rcpt) = age_key();
+    let s = setup(&cluster.endpoints(), None, &rcpt);
+    let secret = "sEcReT-do-not-print-0123456789";
+    let yaml = std::fs::read_to_string(&s.policy).unwrap().replace(
+        "  destinations:\n",
+        &format!(
+            "  destinations:\n    - {{name: s3, url: \"s3://lb-auth/x\", options: {{endpoint: \
+             \"{ep}\", allowHttp: true, accessKeyId: AKIAWRONGWRONGWRONG0, secretAccessKey: \
+             \"{secret}\"}}}}\n"
+        ),
+    );
+    std::fs::write(&s.policy, yaml).unwrap();
+    let o = lifeboat(&["backup", "--policy", s.policy.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(6), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("destination \"s3\""), "{err}");
+    assert!(err.contains("credentials"), "says what to check: {err}");
+    assert!(
+        !err.contains(secret) && !stdout(&o).contains(secret),
+        "secret leaked: {err}"
+    );
+    assert!(files_under(&s.local).is_empty());
+    assert!(files_under(&s.spool).is_empty());
+}

@@ -193,9 +193,19 @@ pub fn s3_endpoint() -> String {
     )
 }
 
+/// The S3 server that checks credentials (after its first action).
+pub fn s3_auth_endpoint() -> String {
+    std::env::var("LIFEBOAT_TEST_S3_AUTH_ENDPOINT")
+        .expect("LIFEBOAT_TEST_S3_AUTH_ENDPOINT is not set: run the tests with scripts/test.sh")
+}
+
 /// Create a bucket on the test S3 server (moto accepts unsigned requests).
 pub fn create_bucket(name: &str) {
-    let ep = s3_endpoint();
+    create_bucket_at(&s3_endpoint(), name);
+}
+
+/// Create a bucket on the S3 server at `ep`.
+pub fn create_bucket_at(ep: &str, name: &str) {
     let hostport = ep.trim_start_matches("http://").trim_end_matches('/');
     let mut s = TcpStream::connect(hostport).unwrap();
     write!(
