@@ -63,6 +63,12 @@ pub struct EtcdCluster {
 
 impl EtcdCluster {
     pub fn start(n: usize) -> Self {
+        Self::start_with(n, None)
+    }
+
+    /// Start with client TLS (`--client-cert-auth`) using the given certificate files.
+    pub fn start_with(n: usize, tls: Option<&TlsFiles>) -> Self {
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let dir = tempfile::Builder::new()
             .prefix("lifeboat-etcd-")
             .tempdir_in(scratch_root())
@@ -78,16 +84,25 @@ impl EtcdCluster {
         let mut members = Vec::new();
         for (i, (c, p)) in ports.iter().enumerate() {
             let log = std::fs::File::create(dir.path().join(format!("m{i}.log"))).unwrap();
-            let child = Command::new(etcd_bin())
+            let mut cmd = Command::new(etcd_bin());
+            if let Some(t) = tls {
+                cmd.args(["--client-cert-auth", "--trusted-ca-file"])
+                    .arg(&t.ca)
+                    .arg("--cert-file")
+                    .arg(&t.server_cert)
+                    .arg("--key-file")
+                    .arg(&t.server_key);
+            }
+            let child = cmd
                 .args([
                     "--name",
                     &format!("m{i}"),
                     "--data-dir",
                     dir.path().join(format!("m{i}.data")).to_str().unwrap(),
                     "--listen-client-urls",
-                    &format!("http://127.0.0.1:{c}"),
+                    &format!("{scheme}://127.0.0.1:{c}"),
                     "--advertise-client-urls",
-                    &format!("http://127.0.0.1:{c}"),
+                    &format!("{scheme}://127.0.0.1:{c}"),
                     "--listen-peer-urls",
                     &format!("http://127.0.0.1:{p}"),
                     "--initial-advertise-peer-urls",
@@ -107,12 +122,12 @@ impl EtcdCluster {
                 });
             members.push(Member {
                 name: format!("m{i}"),
-                client_url: format!("http://127.0.0.1:{c}"),
+                client_url: format!("{scheme}://127.0.0.1:{c}"),
                 child: Some(child),
             });
         }
         let cluster = EtcdCluster { members, dir };
-        cluster.wait_healthy();
+        cluster.wait_healthy(tls);
         cluster
     }
 
@@ -120,10 +135,19 @@ impl EtcdCluster {
         self.members.iter().map(|m| m.client_url.clone()).collect()
     }
 
-    fn wait_healthy(&self) {
+    fn wait_healthy(&self, tls: Option<&TlsFiles>) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let ok = Command::new(etcdctl_bin())
+            let mut cmd = Command::new(etcdctl_bin());
+            if let Some(t) = tls {
+                cmd.arg("--cacert")
+                    .arg(&t.ca)
+                    .arg("--cert")
+                    .arg(&t.client_cert)
+                    .arg("--key")
+                    .arg(&t.client_key);
+            }
+            let ok = cmd
                 .env("ETCDCTL_API", "3")
                 .args([
                     "--endpoints",
@@ -316,4 +340,56 @@ pub fn files_under(dir: &Path) -> Vec<String> {
     walk(dir, dir, &mut out);
     out.sort();
     out
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl.
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+impl TlsFiles {
+    pub fn generate(dir: &Path) -> Self {
+        let sh = |script: &str| {
+            let o = Command::new("sh")
+                .arg("-ec")
+                .arg(script)
+                .current_dir(dir)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "openssl failed: {}", stderr(&o));
+        };
+        sh(r#"
+openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj "/CN=lifeboat-test-ca" 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\nkeyUsage=digitalSignature,keyEncipherment\n' > server.ext
+printf 'extendedKeyUsage=clientAuth\nkeyUsage=digitalSignature,keyEncipherment\n' > client.ext
+openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj "/CN=etcd-server" 2>/dev/null
+openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 2 -extfile server.ext 2>/dev/null
+openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr -subj "/CN=root" 2>/dev/null
+openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out client.crt -days 2 -extfile client.ext 2>/dev/null
+"#);
+        TlsFiles {
+            ca: dir.join("ca.crt"),
+            server_cert: dir.join("server.crt"),
+            server_key: dir.join("server.key"),
+            client_cert: dir.join("client.crt"),
+            client_key: dir.join("client.key"),
+        }
+    }
+}
+
+/// Run etcdctl against `endpoint` (plain http), asserting success.
+pub fn etcdctl(endpoint: &str, args: &[&str]) -> String {
+    let o = Command::new(etcdctl_bin())
+        .env("ETCDCTL_API", "3")
+        .arg("--endpoints")
+        .arg(endpoint)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "etcdctl {args:?}: {}", stderr(&o));
+    stdout(&o)
 }
