@@ -79,17 +79,7 @@ impl Error {
     /// Message followed by every cause, `: `-separated, for one-line reports.
     pub fn chain(&self) -> String {
         use std::error::Error as _;
-        let mut out = self.message.clone();
-        let mut next = self.source();
-        while let Some(e) = next {
-            let s = e.to_string();
-            if !out.contains(&s) {
-                out.push_str(": ");
-                out.push_str(&s);
-            }
-            next = e.source();
-        }
-        out
+        append_sources(self.message.clone(), self.source())
     }
 }
 
@@ -105,4 +95,22 @@ impl std::error::Error for Error {
             .as_deref()
             .map(|e| e as &(dyn std::error::Error + 'static))
     }
+}
+
+/// Append `source` and its causes to `out`, `: `-separated, skipping text already present
+/// (many libraries repeat their cause in their own message).
+pub fn append_sources(
+    mut out: String,
+    source: Option<&(dyn std::error::Error + 'static)>,
+) -> String {
+    let mut next = source;
+    while let Some(e) = next {
+        let s = e.to_string();
+        if !out.contains(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        next = e.source();
+    }
+    out
 }

@@ -184,14 +184,7 @@ pub fn describe_etcd_error(e: &etcd_client::Error) -> String {
             }
         }
         etcd_client::Error::TransportError(t) => {
-            let mut out = t.to_string();
-            let mut src = std::error::Error::source(t);
-            while let Some(s) = src {
-                out.push_str(": ");
-                out.push_str(&s.to_string());
-                src = s.source();
-            }
-            out
+            crate::error::append_sources(t.to_string(), std::error::Error::source(t))
         }
         other => other.to_string(),
     }

@@ -18,8 +18,8 @@ use crate::store::{Destination, PARTS_IN_FLIGHT, describe_store_error};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use object_store::WriteMultipart;
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs::File;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
@@ -147,21 +147,16 @@ impl Drop for SpoolGuard {
 }
 
 fn create_spool(path: &Path) -> Result<File> {
-    OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| {
-            Error::new(
-                Kind::Io,
-                format!(
-                    "cannot create spool file {}: {e}; check snapshot.spoolDir is writable and \
+    super::create_private_file(path).map_err(|e| {
+        Error::new(
+            Kind::Io,
+            format!(
+                "cannot create spool file {}: {e}; check snapshot.spoolDir is writable and \
                      has room for one snapshot",
-                    path.display()
-                ),
-            )
-        })
+                path.display()
+            ),
+        )
+    })
 }
 
 async fn attempt(

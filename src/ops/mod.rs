@@ -9,3 +9,13 @@ pub mod load;
 pub use backup::{BackupReport, backup};
 pub use list::{ListReport, ListedBackup, list};
 pub use load::{LoadedPolicy, load_policy};
+
+/// Create a new file readable only by us (0600); never truncates an existing file.
+pub(crate) fn create_private_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+}

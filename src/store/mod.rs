@@ -169,15 +169,5 @@ impl Destination {
 
 /// One-line description of an object_store error, without request dumps.
 pub fn describe_store_error(e: &object_store::Error) -> String {
-    let mut out = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(s) = src {
-        let t = s.to_string();
-        if !out.contains(&t) {
-            out.push_str(": ");
-            out.push_str(&t);
-        }
-        src = s.source();
-    }
-    out
+    crate::error::append_sources(e.to_string(), std::error::Error::source(e))
 }
