@@ -217,6 +217,8 @@ async fn one_member_down_backup_comes_from_another() {
     let (id, rcpt) = age_key();
     let s = setup(&cluster.endpoints(), None, &rcpt);
     cluster.stop(0);
+    // If member 0 led, the others elect a new leader first; until then no member qualifies.
+    cluster.wait_for_quorum();
     let out = backup_json(&s);
     let m = &out["manifest"];
     assert_ne!(

@@ -172,6 +172,29 @@ impl EtcdCluster {
         }
     }
 
+    /// Wait until the members still running answer health checks (a leader was elected).
+    pub fn wait_for_quorum(&self) {
+        let live: Vec<String> = self
+            .members
+            .iter()
+            .filter(|m| m.child.is_some())
+            .map(|m| m.client_url.clone())
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !Command::new(etcdctl_bin())
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &live.join(","), "endpoint", "health"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+        {
+            assert!(Instant::now() < deadline, "no quorum among {live:?}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Kill member `i` (SIGKILL, as a crash would).
     pub fn stop(&mut self, i: usize) {
         if let Some(mut c) = self.members[i].child.take() {
