@@ -127,7 +127,7 @@ impl EtcdCluster {
             });
         }
         let cluster = EtcdCluster { members, dir };
-        cluster.wait_healthy(tls);
+        cluster.wait_healthy(&cluster.endpoints(), tls);
         cluster
     }
 
@@ -135,7 +135,7 @@ impl EtcdCluster {
         self.members.iter().map(|m| m.client_url.clone()).collect()
     }
 
-    fn wait_healthy(&self, tls: Option<&TlsFiles>) {
+    fn wait_healthy(&self, endpoints: &[String], tls: Option<&TlsFiles>) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let mut cmd = Command::new(etcdctl_bin());
@@ -149,12 +149,7 @@ impl EtcdCluster {
             }
             let ok = cmd
                 .env("ETCDCTL_API", "3")
-                .args([
-                    "--endpoints",
-                    &self.endpoints().join(","),
-                    "endpoint",
-                    "health",
-                ])
+                .args(["--endpoints", &endpoints.join(","), "endpoint", "health"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status()
@@ -180,19 +175,7 @@ impl EtcdCluster {
             .filter(|m| m.child.is_some())
             .map(|m| m.client_url.clone())
             .collect();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !Command::new(etcdctl_bin())
-            .env("ETCDCTL_API", "3")
-            .args(["--endpoints", &live.join(","), "endpoint", "health"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
-        {
-            assert!(Instant::now() < deadline, "no quorum among {live:?}");
-            std::thread::sleep(Duration::from_millis(200));
-        }
+        self.wait_healthy(&live, None);
     }
 
     /// Kill member `i` (SIGKILL, as a crash would).
