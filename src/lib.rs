@@ -18,9 +18,11 @@
 //! all verified and completed -> manifest at every destination (the commit)
 //! ```
 
+pub mod bbolt;
 pub mod cli;
 pub mod error;
 pub mod etcd;
+pub mod etcddb;
 pub mod model;
 pub mod ops;
 pub mod pipeline;

@@ -8,6 +8,21 @@ use clap::{Parser, Subcommand};
 use serde_json::json;
 use std::path::PathBuf;
 
+/// `println!` that ends the process quietly when stdout is closed (`lifeboat ... | head`).
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout().lock(), $($t)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+            panic!("writing to stdout: {e}");
+        }
+    }};
+}
+
+mod inspect;
+
 /// Verified, encrypted backups of etcd clusters.
 #[derive(Debug, Parser)]
 #[command(name = "lifeboat", version, about, long_about = None)]
@@ -47,11 +62,59 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check a snapshot and show its status (as `etcdctl snapshot status`), or list its keys.
+    ///
+    /// Reads a local snapshot file (with or without etcd's SHA-256 trailer), or a stored backup
+    /// with --policy, --backup and --identity. Exit code 5 when the file fails any check.
+    Inspect {
+        /// Snapshot file.
+        #[arg(required_unless_present = "backup", conflicts_with = "backup")]
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        stored: StoredArgs,
+        /// List the live keys at the snapshot's revision instead of the status.
+        #[arg(long)]
+        keys: bool,
+        /// With --keys: only keys starting with this prefix.
+        #[arg(long, requires = "keys")]
+        prefix: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the values of live keys under a prefix to files, without restoring a cluster.
+    Extract {
+        /// Snapshot file.
+        #[arg(required_unless_present = "backup", conflicts_with = "backup")]
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        stored: StoredArgs,
+        /// Key prefix to extract (e.g. /registry/secrets/default/).
+        #[arg(long)]
+        prefix: String,
+        /// Directory to create; must not exist (or be empty).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Manage age keys.
     Key {
         #[command(subcommand)]
         cmd: KeyCmd,
     },
+}
+
+/// Which stored backup to read.
+#[derive(Debug, clap::Args)]
+struct StoredArgs {
+    /// Policy whose destinations hold the backup.
+    #[arg(long, requires = "backup")]
+    policy: Option<PathBuf>,
+    /// Backup id (see `lifeboat list`).
+    #[arg(long, requires = "policy")]
+    backup: Option<String>,
+    /// age identity file able to decrypt the backup; may be repeated.
+    #[arg(long)]
+    identity: Vec<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -104,11 +167,30 @@ async fn dispatch(cmd: Command) -> u8 {
             Err(e) => fail(&e),
         },
         Command::List { policy, json } => list(&policy, json).await,
+        Command::Inspect {
+            file,
+            stored,
+            keys,
+            prefix,
+            json,
+        } => match inspect(file, stored, keys, prefix, json).await {
+            Ok(code) => code,
+            Err(e) => fail(&e),
+        },
+        Command::Extract {
+            file,
+            stored,
+            prefix,
+            out,
+        } => match extract(file, stored, &prefix, &out).await {
+            Ok(()) => 0,
+            Err(e) => fail(&e),
+        },
         Command::Key {
             cmd: KeyCmd::Generate { out },
         } => match ops::keys::generate_identity(&out) {
             Ok(recipient) => {
-                println!("{recipient}");
+                out!("{recipient}");
                 eprintln!(
                     "identity written to {}; keep it safe and off the backup host: it is the only \
                      way to decrypt backups",
@@ -125,7 +207,7 @@ fn policy_check(files: &[PathBuf]) -> u8 {
     let mut code = 0;
     for f in files {
         match ops::load_policy(f) {
-            Ok(lp) => println!(
+            Ok(lp) => out!(
                 "ok: {} (policy {}, {} endpoint(s), {} destination(s), {})",
                 f.display(),
                 lp.policy.name,
@@ -157,9 +239,9 @@ async fn backup(policy: &std::path::Path, json_out: bool) -> Result<(), Error> {
             "failedAttempts": r.failed_attempts,
             "manifest": r.manifest,
         });
-        println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+        out!("{}", serde_json::to_string_pretty(&v).expect("json"));
     } else {
-        println!("{}", r.manifest.id);
+        out!("{}", r.manifest.id);
     }
     Ok(())
 }
@@ -189,11 +271,16 @@ async fn list(policy: &std::path::Path, json_out: bool) -> u8 {
                 })
             })
             .collect();
-        println!("{}", serde_json::to_string_pretty(&rows).expect("json"));
+        out!("{}", serde_json::to_string_pretty(&rows).expect("json"));
     } else {
-        println!(
+        out!(
             "{:<23}  {:<20}  {:>10}  {:<16}  {:>10}  {:>10}  DESTINATIONS",
-            "ID", "CREATED", "REVISION", "MEMBER", "DB SIZE", "STORED"
+            "ID",
+            "CREATED",
+            "REVISION",
+            "MEMBER",
+            "DB SIZE",
+            "STORED"
         );
         for b in &report.backups {
             let m = &b.manifest;
@@ -202,7 +289,7 @@ async fn list(policy: &std::path::Path, json_out: bool) -> u8 {
             } else {
                 m.member.name.clone()
             };
-            println!(
+            out!(
                 "{:<23}  {:<20}  {:>10}  {:<16}  {:>10}  {:>10}  {}",
                 m.id.as_str(),
                 m.started_at
@@ -223,6 +310,106 @@ async fn list(policy: &std::path::Path, json_out: bool) -> u8 {
     } else {
         Kind::Storage.exit_code()
     }
+}
+
+/// A local snapshot file, or a stored backup fetched into a private temporary file (removed when
+/// the returned guard drops).
+async fn snapshot_source(
+    file: Option<PathBuf>,
+    stored: StoredArgs,
+) -> Result<(PathBuf, Option<ops::fetch::Fetched>), Error> {
+    if let Some(f) = file {
+        return Ok((f, None));
+    }
+    let (Some(policy), Some(id)) = (stored.policy, stored.backup) else {
+        unreachable!("clap requires a file or --policy with --backup")
+    };
+    let lp = ops::load_policy(&policy)?;
+    let fetched = ops::fetch::fetch(&lp, &id, &stored.identity).await?;
+    Ok((fetched.path.clone(), Some(fetched)))
+}
+
+async fn inspect(
+    file: Option<PathBuf>,
+    stored: StoredArgs,
+    keys: bool,
+    prefix: Option<String>,
+    json_out: bool,
+) -> Result<u8, Error> {
+    let (path, _fetched) = snapshot_source(file, stored).await?;
+    let report = {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || ops::inspect::inspect_file(&path))
+            .await
+            .map_err(|e| Error::new(Kind::Internal, format!("inspect task failed: {e}")))??
+    };
+    let problems = report.problems();
+    if keys {
+        if !problems.is_empty() {
+            return Err(damaged(&report));
+        }
+        let prefix = prefix.unwrap_or_default().into_bytes();
+        let live = tokio::task::spawn_blocking(move || ops::inspect::live_keys(&path, &prefix))
+            .await
+            .map_err(|e| Error::new(Kind::Internal, format!("inspect task failed: {e}")))??;
+        if json_out {
+            out!(
+                "{}",
+                serde_json::to_string_pretty(&inspect::keys_json(&live)).expect("json")
+            );
+        } else {
+            inspect::print_keys(&live);
+        }
+        return Ok(0);
+    }
+    if json_out {
+        out!(
+            "{}",
+            serde_json::to_string_pretty(&inspect::report_json(&report)).expect("json")
+        );
+    } else {
+        inspect::print_report(&report);
+    }
+    Ok(if problems.is_empty() {
+        0
+    } else {
+        Kind::Verify.exit_code()
+    })
+}
+
+fn damaged(r: &ops::inspect::FileReport) -> Error {
+    Error::new(
+        Kind::Verify,
+        format!(
+            "{} failed its checks, so its keys cannot be trusted:\n  {}\nrun `lifeboat inspect` on \
+             it for the full report",
+            r.path.display(),
+            r.problems().join("\n  ")
+        ),
+    )
+}
+
+async fn extract(
+    file: Option<PathBuf>,
+    stored: StoredArgs,
+    prefix: &str,
+    out: &std::path::Path,
+) -> Result<(), Error> {
+    let (path, _fetched) = snapshot_source(file, stored).await?;
+    let (prefix, out) = (prefix.as_bytes().to_vec(), out.to_owned());
+    let r = tokio::task::spawn_blocking(move || ops::inspect::extract(&path, &prefix, &out))
+        .await
+        .map_err(|e| Error::new(Kind::Internal, format!("extract task failed: {e}")))??;
+    for f in &r.files {
+        out!("{}", f.display());
+    }
+    eprintln!(
+        "{} key(s) at revision {} written under {}",
+        r.files.len(),
+        r.revision,
+        r.dir.display()
+    );
+    Ok(())
 }
 
 fn human_bytes(n: u64) -> String {

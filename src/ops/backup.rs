@@ -19,7 +19,6 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use object_store::WriteMultipart;
 use std::fs::File;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
@@ -72,23 +71,7 @@ pub async fn backup(lp: &LoadedPolicy) -> Result<BackupReport> {
         ));
     }
 
-    let spool_dir = &p.snapshot.spool_dir;
-    if !spool_dir.is_dir() {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(spool_dir)
-            .map_err(|e| {
-                Error::new(
-                    Kind::Io,
-                    format!(
-                        "cannot create spool directory {}: {e}; set snapshot.spoolDir to a \
-                         writable directory with room for one snapshot",
-                        spool_dir.display()
-                    ),
-                )
-            })?;
-    }
+    super::ensure_private_dir(&p.snapshot.spool_dir)?;
 
     let mut failed = Vec::new();
     let mut integrity_failures = 0;

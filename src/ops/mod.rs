@@ -2,6 +2,8 @@
 //! errors, and log progress through `tracing`.
 
 pub mod backup;
+pub mod fetch;
+pub mod inspect;
 pub mod keys;
 pub mod list;
 pub mod load;
@@ -18,4 +20,26 @@ pub(crate) fn create_private_file(path: &std::path::Path) -> std::io::Result<std
         .create_new(true)
         .mode(0o600)
         .open(path)
+}
+
+/// Create `dir` (and parents) as 0700 if it does not exist.
+pub(crate) fn ensure_private_dir(dir: &std::path::Path) -> crate::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.is_dir() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| {
+            crate::Error::new(
+                crate::Kind::Io,
+                format!(
+                    "cannot create directory {}: {e}; set snapshot.spoolDir to a writable \
+                     directory with room for one snapshot",
+                    dir.display()
+                ),
+            )
+        })
 }

@@ -144,6 +144,18 @@ impl Destination {
         self.store.get(&self.path(key)).await?.bytes().await
     }
 
+    /// Stream an object: its size and its bytes.
+    pub async fn get_stream(
+        &self,
+        key: &str,
+    ) -> object_store::Result<(
+        u64,
+        futures::stream::BoxStream<'static, object_store::Result<Bytes>>,
+    )> {
+        let r = self.store.get(&self.path(key)).await?;
+        Ok((r.meta.size, r.into_stream()))
+    }
+
     /// Delete one object; a missing object is not an error.
     pub async fn delete(&self, key: &str) -> object_store::Result<()> {
         match self.store.delete(&self.path(key)).await {

@@ -1,0 +1,332 @@
+//! What an etcd backend database holds, computed exactly as `etcdutl snapshot status` does
+//! (hash, revision, total keys in both the 3.4/3.5 and the 3.6 meaning, total size, storage
+//! version), plus the live keys themselves. Pure: everything runs over [`crate::bbolt`].
+
+pub mod kv;
+
+use crate::bbolt::{self, BoltError, Db, Item, ReadAt, Report, Visitor};
+pub use kv::{KeyValue, RevKey};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashSet};
+
+/// Trailer detection exactly as etcd: a snapshot file ends with a 32-byte SHA-256 of the
+/// database iff its size is 32 more than a multiple of 512 (pages are multiples of 512).
+pub fn has_trailer(file_size: u64) -> bool {
+    file_size % 512 == 32
+}
+
+/// Length of etcd's SHA-256 trailer.
+pub const TRAILER_LEN: u64 = 32;
+
+/// `snapshot status`, with lifeboat's extra fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    /// CRC-32C over every top-level bucket name, key and value, in order.
+    pub hash: u32,
+    /// Main revision of the last entry of bucket `key` (0 when empty).
+    pub revision: i64,
+    /// etcd 3.4/3.5 `totalKey`: entries in all top-level buckets.
+    pub total_key: u64,
+    /// etcd 3.6 `totalKey`: distinct live user keys at `revision`.
+    pub live_keys: u64,
+    /// `meta.pgid * pageSize`: the database image size, trailer excluded.
+    pub total_size: u64,
+    /// `meta/storageVersion` (written by etcd 3.6+), when present.
+    pub storage_version: Option<String>,
+    /// `cluster/clusterVersion`, when present.
+    pub cluster_version: Option<String>,
+    /// `meta/consistent_index`, when present.
+    pub consistent_index: Option<u64>,
+    /// `meta/term` (3.5+), when present.
+    pub term: Option<u64>,
+    /// Main revision of `meta/finishedCompactRev`, when present.
+    pub compact_revision: Option<i64>,
+    /// Entries (revisions) in bucket `key`, tombstones included.
+    pub key_entries: u64,
+    /// Top-level buckets and their entry counts, in order.
+    pub buckets: Vec<(String, u64)>,
+}
+
+/// The result of reading a whole database.
+#[derive(Debug, Clone)]
+pub struct Inspection {
+    /// Meta page in use (0 or 1) and its transaction id.
+    pub meta_page: u64,
+    pub txid: u64,
+    pub page_size: u64,
+    /// Structural check and counters.
+    pub check: Report,
+    /// Status; meaningful only when the check passed and `errors` is empty.
+    pub status: Status,
+    /// Content errors (not an etcd database, malformed revision keys or values).
+    pub errors: Vec<String>,
+}
+
+impl Inspection {
+    /// Whether the database passed every check.
+    pub fn is_ok(&self) -> bool {
+        self.check.is_ok() && self.errors.is_empty()
+    }
+
+    /// Every problem, structural first, as one message per line.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.check.problems.iter().map(|p| p.to_string()).collect();
+        let hidden = self.check.problem_count - self.check.problems.len() as u64;
+        if hidden > 0 {
+            out.push(format!("... and {hidden} more structural problems"));
+        }
+        out.extend(self.errors.iter().cloned());
+        out
+    }
+}
+
+/// Cap on content errors kept (counted beyond it).
+const MAX_ERRORS: usize = 20;
+
+struct StatusVisitor {
+    crc: u32,
+    bucket: Vec<u8>,
+    live: HashSet<u128>,
+    st: Status,
+    errors: Vec<String>,
+    error_count: u64,
+}
+
+impl StatusVisitor {
+    fn error(&mut self, e: String) {
+        self.error_count += 1;
+        if self.errors.len() < MAX_ERRORS {
+            self.errors.push(e);
+        }
+    }
+
+    fn key_entry(&mut self, k: &[u8], v: &[u8]) {
+        self.st.key_entries += 1;
+        let rev = match RevKey::parse(k) {
+            Ok(r) => r,
+            Err(e) => return self.error(format!("bucket \"key\": {e}")),
+        };
+        self.st.revision = rev.main;
+        match KeyValue::parse(v) {
+            // 128-bit fingerprints instead of the keys keep memory small on large databases;
+            // a collision needs ~2^64 keys.
+            Ok(kv) => {
+                let f = xxhash_rust::xxh3::xxh3_128(kv.key);
+                if rev.tombstone {
+                    self.live.remove(&f);
+                } else {
+                    self.live.insert(f);
+                }
+            }
+            Err(e) => self.error(format!(
+                "bucket \"key\": revision {}/{}: value is not an mvccpb.KeyValue: {e}",
+                rev.main, rev.sub
+            )),
+        }
+    }
+
+    fn meta_entry(&mut self, k: &[u8], v: &[u8]) {
+        let be = |v: &[u8]| v.try_into().ok().map(u64::from_be_bytes);
+        match k {
+            b"storageVersion" => self.st.storage_version = Some(String::from_utf8_lossy(v).into()),
+            b"consistent_index" => self.st.consistent_index = be(v),
+            b"term" => self.st.term = be(v),
+            b"finishedCompactRev" => {
+                self.st.compact_revision = RevKey::parse(v).ok().map(|r| r.main)
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Visitor for StatusVisitor {
+    fn entry(&mut self, depth: usize, key: &[u8], item: Item<'_>) {
+        match (depth, item) {
+            (0, Item::Bucket) => {
+                self.crc = crc32c::crc32c_append(self.crc, key);
+                self.bucket.clear();
+                self.bucket.extend_from_slice(key);
+                self.st
+                    .buckets
+                    .push((String::from_utf8_lossy(key).into_owned(), 0));
+            }
+            (0, Item::Value(_)) => self.error(format!(
+                "top-level entry {} is not a bucket; this is not an etcd database",
+                bbolt::show(key)
+            )),
+            (1, item) => {
+                self.crc = crc32c::crc32c_append(self.crc, key);
+                if let Item::Value(v) = item {
+                    self.crc = crc32c::crc32c_append(self.crc, v);
+                }
+                self.st.total_key += 1;
+                if let Some(b) = self.st.buckets.last_mut() {
+                    b.1 += 1;
+                }
+                match (self.bucket.as_slice(), item) {
+                    (b"key", Item::Value(v)) => self.key_entry(key, v),
+                    (b"key", Item::Bucket) => self.error(format!(
+                        "bucket \"key\" holds a nested bucket {}",
+                        bbolt::show(key)
+                    )),
+                    (b"meta", Item::Value(v)) => self.meta_entry(key, v),
+                    (b"cluster", Item::Value(v)) if key == b"clusterVersion" => {
+                        self.st.cluster_version = Some(String::from_utf8_lossy(v).into())
+                    }
+                    _ => {}
+                }
+            }
+            _ => {} // nested buckets' contents are checked but not hashed, as in etcd
+        }
+    }
+}
+
+/// Open, check and compute the status of the database in the first `len` bytes of `src`.
+pub fn inspect<R: ReadAt + ?Sized>(src: &R, len: u64) -> Result<Inspection, BoltError> {
+    let db = Db::open(src, len)?;
+    let mut v = StatusVisitor {
+        crc: 0,
+        bucket: Vec::new(),
+        live: HashSet::new(),
+        st: Status::default(),
+        errors: Vec::new(),
+        error_count: 0,
+    };
+    let check = bbolt::walk(&db, &mut v)?;
+    v.st.hash = v.crc;
+    v.st.live_keys = v.live.len() as u64;
+    v.st.total_size = db.size();
+    if !v.st.buckets.iter().any(|(n, _)| n == "key") && check.is_ok() {
+        v.error("no bucket \"key\": this bbolt file is not an etcd database".into());
+    }
+    if v.error_count > v.errors.len() as u64 {
+        let more = v.error_count - v.errors.len() as u64;
+        v.errors.push(format!("... and {more} more content errors"));
+    }
+    Ok(Inspection {
+        meta_page: db.meta_page(),
+        txid: db.meta().txid,
+        page_size: db.page_size(),
+        check,
+        status: v.st,
+        errors: v.errors,
+    })
+}
+
+/// A live key at the database's last revision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LiveKey {
+    /// The key, as stored (bytes; may not be UTF-8).
+    #[serde(skip)]
+    pub key: Vec<u8>,
+    pub create_revision: i64,
+    pub mod_revision: i64,
+    /// Sub revision of the put within its transaction (locates the value).
+    #[serde(skip)]
+    pub sub_revision: i64,
+    pub version: i64,
+    pub lease: i64,
+    pub value_size: u64,
+}
+
+struct KeysVisitor<'p> {
+    prefix: &'p [u8],
+    in_key: bool,
+    keys: BTreeMap<Vec<u8>, LiveKey>,
+}
+
+impl Visitor for KeysVisitor<'_> {
+    fn entry(&mut self, depth: usize, key: &[u8], item: Item<'_>) {
+        match (depth, item) {
+            (0, _) => self.in_key = key == b"key",
+            (1, Item::Value(v)) if self.in_key => {
+                let (Ok(rev), Ok(kv)) = (RevKey::parse(key), KeyValue::parse(v)) else {
+                    return; // reported by the status pass
+                };
+                if !kv.key.starts_with(self.prefix) {
+                    return;
+                }
+                if rev.tombstone {
+                    self.keys.remove(kv.key);
+                } else {
+                    self.keys.insert(
+                        kv.key.to_vec(),
+                        LiveKey {
+                            key: kv.key.to_vec(),
+                            create_revision: kv.create_revision,
+                            mod_revision: rev.main,
+                            sub_revision: rev.sub,
+                            version: kv.version,
+                            lease: kv.lease,
+                            value_size: kv.value.len() as u64,
+                        },
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The live keys under `prefix`, sorted. Memory grows with the number of matching keys.
+pub fn live_keys<R: ReadAt + ?Sized>(
+    src: &R,
+    len: u64,
+    prefix: &[u8],
+) -> Result<Vec<LiveKey>, BoltError> {
+    let db = Db::open(src, len)?;
+    let mut v = KeysVisitor {
+        prefix,
+        in_key: false,
+        keys: BTreeMap::new(),
+    };
+    bbolt::walk(&db, &mut v)?;
+    Ok(v.keys.into_values().collect())
+}
+
+struct ValuesVisitor<'w, F> {
+    wanted: &'w HashSet<(i64, i64)>,
+    in_key: bool,
+    sink: F,
+    failed: Option<String>,
+}
+
+impl<F: FnMut(&[u8], &[u8]) -> Result<(), String>> Visitor for ValuesVisitor<'_, F> {
+    fn entry(&mut self, depth: usize, key: &[u8], item: Item<'_>) {
+        match (depth, item) {
+            (0, _) => self.in_key = key == b"key",
+            (1, Item::Value(v)) if self.in_key && self.failed.is_none() => {
+                let (Ok(rev), Ok(kv)) = (RevKey::parse(key), KeyValue::parse(v)) else {
+                    return;
+                };
+                if !rev.tombstone
+                    && self.wanted.contains(&(rev.main, rev.sub))
+                    && let Err(e) = (self.sink)(kv.key, kv.value)
+                {
+                    self.failed = Some(e);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Hand `sink` the value of every put at the given `(main, sub)` revisions, in revision order.
+pub fn values_at<R: ReadAt + ?Sized>(
+    src: &R,
+    len: u64,
+    wanted: &HashSet<(i64, i64)>,
+    sink: impl FnMut(&[u8], &[u8]) -> Result<(), String>,
+) -> Result<Result<(), String>, BoltError> {
+    let db = Db::open(src, len)?;
+    let mut v = ValuesVisitor {
+        wanted,
+        in_key: false,
+        sink,
+        failed: None,
+    };
+    bbolt::walk(&db, &mut v)?;
+    Ok(v.failed.map_or(Ok(()), Err))
+}

@@ -1,0 +1,250 @@
+//! Fetching a stored backup into a private local file: download, decrypt, decompress, and check
+//! every byte against the manifest (stored size and SHA-256, plaintext size, database SHA-256,
+//! trailer). Shared by `inspect`, `extract` and restore.
+
+use super::LoadedPolicy;
+use crate::error::{Error, Kind, Result};
+use crate::model::{self, BackupId, Manifest};
+use crate::pipeline::{UnsealError, unseal};
+use crate::store::{Destination, describe_store_error};
+use bytes::Bytes;
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+use std::path::PathBuf;
+use tokio::sync::mpsc;
+use tracing::info;
+
+/// A backup fetched and verified; the file is removed when this is dropped.
+#[derive(Debug)]
+pub struct Fetched {
+    /// The plaintext snapshot (0600).
+    pub path: PathBuf,
+    /// Its manifest.
+    pub manifest: Manifest,
+    /// The destination it came from.
+    pub destination: String,
+}
+
+impl Drop for Fetched {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Read age identity files.
+pub fn load_identities(files: &[PathBuf]) -> Result<Vec<Box<dyn age::Identity + Send + Sync>>> {
+    let mut out = Vec::new();
+    for f in files {
+        let ids = age::IdentityFile::from_file(f.to_string_lossy().into_owned())
+            .map_err(|e| {
+                Error::new(
+                    Kind::Crypto,
+                    format!("cannot read identity file {}: {e}", f.display()),
+                )
+            })?
+            .into_identities()
+            .map_err(|e| {
+                Error::new(
+                    Kind::Crypto,
+                    format!("identity file {} is not usable: {e}", f.display()),
+                )
+            })?;
+        out.extend(ids);
+    }
+    Ok(out)
+}
+
+/// Find the manifest of backup `id` at the first destination that has it.
+pub async fn find_manifest<'a>(
+    lp: &'a LoadedPolicy,
+    id: &BackupId,
+) -> Result<(Manifest, &'a Destination)> {
+    let key = model::manifest_key(&lp.policy.name, id);
+    let mut errors = Vec::new();
+    for d in &lp.destinations {
+        match d.get_small(&key).await {
+            Ok(body) => {
+                let m = Manifest::from_json(&body).map_err(|e| {
+                    Error::new(
+                        Kind::Verify,
+                        format!(
+                            "destination {:?}: manifest {key} is unreadable: {e}",
+                            d.name
+                        ),
+                    )
+                })?;
+                return Ok((m, d));
+            }
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => errors.push(format!("{:?}: {}", d.name, describe_store_error(&e))),
+        }
+    }
+    let why = if errors.is_empty() {
+        "no destination has it; see `lifeboat list`".to_owned()
+    } else {
+        format!(
+            "not found, and some destinations failed: {}",
+            errors.join("; ")
+        )
+    };
+    Err(Error::new(
+        if errors.is_empty() {
+            Kind::Policy
+        } else {
+            Kind::Storage
+        },
+        format!("backup {id} of policy {}: {why}", lp.policy.name),
+    ))
+}
+
+/// Fetch backup `id` of `lp` into a private file in the policy's spool directory.
+pub async fn fetch(lp: &LoadedPolicy, id: &str, identity_files: &[PathBuf]) -> Result<Fetched> {
+    let id = BackupId::parse(id).ok_or_else(|| {
+        Error::new(
+            Kind::Policy,
+            format!("{id:?} is not a backup id (YYYYMMDDTHHMMSSZ-xxxxxx); see `lifeboat list`"),
+        )
+    })?;
+    let (manifest, dest) = find_manifest(lp, &id).await?;
+    let identities = load_identities(identity_files)?;
+    if let Some(enc) = &manifest.stored.encryption
+        && identities.is_empty()
+    {
+        return Err(Error::new(
+            Kind::Crypto,
+            format!(
+                "backup {id} is encrypted to {}; pass --identity with the matching age identity \
+                 file",
+                enc.recipients.join(", ")
+            ),
+        ));
+    }
+    let identities = if manifest.stored.encryption.is_some() {
+        identities
+    } else {
+        Vec::new()
+    };
+    let dir = &lp.policy.snapshot.spool_dir;
+    super::ensure_private_dir(dir)?;
+    let path = dir.join(format!("{}-{id}.fetch.part", lp.policy.name));
+    let mut file = super::create_private_file(&path).map_err(|e| {
+        Error::new(
+            Kind::Io,
+            format!(
+                "cannot create {}: {e}; snapshot.spoolDir must be writable and have room for one \
+                 snapshot",
+                path.display()
+            ),
+        )
+    })?;
+    let fetched = Fetched {
+        path,
+        manifest,
+        destination: dest.name.clone(),
+    };
+    let m = &fetched.manifest;
+    let key = &m.stored.key;
+    let store_err = |e: &object_store::Error| {
+        Error::new(
+            Kind::Storage,
+            format!(
+                "destination {:?} ({}): reading {key}: {}",
+                dest.name,
+                dest.url,
+                describe_store_error(e)
+            ),
+        )
+    };
+    let (size, mut stream) = dest.get_stream(key).await.map_err(|e| store_err(&e))?;
+    if size != m.stored.size {
+        return Err(Error::new(
+            Kind::Verify,
+            format!(
+                "destination {:?}: {key} is {size} bytes but the manifest records {}; the stored \
+                 backup is damaged",
+                dest.name, m.stored.size
+            ),
+        ));
+    }
+    info!(backup = %id, destination = %dest.name, bytes = size, "Fetching backup");
+    let (tx, rx) = mpsc::channel::<Bytes>(8);
+    let image_len = m.snapshot.db_size;
+    let worker = tokio::task::spawn_blocking(move || {
+        let r = unseal(rx, &identities, image_len, &mut file);
+        let synced = file.sync_all();
+        (r, synced)
+    });
+    let mut h = Sha256::new();
+    let mut got = 0u64;
+    let mut download = Ok(());
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(b) => {
+                h.update(&b);
+                got += b.len() as u64;
+                if tx.send(b).await.is_err() {
+                    break; // the worker failed; its error says why
+                }
+            }
+            Err(e) => {
+                download = Err(store_err(&e));
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let (unsealed, synced) = worker
+        .await
+        .map_err(|e| Error::new(Kind::Internal, format!("unseal task failed: {e}")))?;
+    download?;
+    let stored_sha = hex::encode(h.finalize());
+    if got != m.stored.size || stored_sha != m.stored.sha256 {
+        return Err(Error::new(
+            Kind::Verify,
+            format!(
+                "destination {:?}: {key} does not match its manifest (read {got} bytes with \
+                 SHA-256 {stored_sha}; the manifest records {} bytes with {}); the stored backup \
+                 is damaged, use another destination or backup",
+                dest.name, m.stored.size, m.stored.sha256
+            ),
+        ));
+    }
+    let out = unsealed.map_err(|e| match e {
+        UnsealError::Decrypt(msg) => Error::new(
+            Kind::Crypto,
+            format!(
+                "backup {id}: {msg}; the identity must match one of the recipients {}",
+                m.stored
+                    .encryption
+                    .as_ref()
+                    .map(|e| e.recipients.join(", "))
+                    .unwrap_or_default()
+            ),
+        ),
+        UnsealError::Damaged(msg) => Error::new(
+            Kind::Verify,
+            format!("backup {id}: the stored data is damaged: {msg}"),
+        ),
+        UnsealError::Write(e) => {
+            Error::new(Kind::Io, format!("writing {}: {e}", fetched.path.display()))
+        }
+    })?;
+    synced.map_err(|e| Error::new(Kind::Io, format!("syncing {}: {e}", fetched.path.display())))?;
+    let sha = hex::encode(out.image_sha256);
+    let trailer_ok = !m.snapshot.has_trailer || out.tail == out.image_sha256;
+    if out.plain_size != m.snapshot.file_size || sha != m.snapshot.sha256 || !trailer_ok {
+        return Err(Error::new(
+            Kind::Verify,
+            format!(
+                "backup {id}: the decrypted snapshot does not match its manifest ({} bytes, \
+                 database SHA-256 {sha}, trailer {}; the manifest records {} bytes and {}); do \
+                 not restore from it",
+                out.plain_size,
+                if trailer_ok { "ok" } else { "wrong" },
+                m.snapshot.file_size,
+                m.snapshot.sha256
+            ),
+        ));
+    }
+    Ok(fetched)
+}

@@ -1,0 +1,376 @@
+//! Reading a snapshot file: the trailer (as etcd detects it), the SHA-256 over the database
+//! image, and the bbolt check and status, computed side by side in one read of the file each.
+
+use crate::bbolt::{BoltError, ReadAt};
+use crate::error::{Error, Kind, Result};
+use crate::etcddb::{self, Inspection, LiveKey, TRAILER_LEN};
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::fs::File;
+use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+impl ReadAt for File {
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        FileExt::read_exact_at(self, buf, offset)
+    }
+}
+
+/// What the last 32 bytes of the file say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trailer {
+    /// No trailer (size % 512 != 32): a copy of `member/snap/db`, or a truncated snapshot.
+    Absent,
+    /// The trailer equals the SHA-256 of the database image.
+    Matches,
+    /// The trailer does not match: the file is damaged.
+    Mismatch {
+        /// SHA-256 the trailer records, hex.
+        recorded: String,
+    },
+}
+
+/// A snapshot file, read and checked.
+#[derive(Debug, Clone)]
+pub struct FileReport {
+    pub path: PathBuf,
+    /// Size of the file.
+    pub file_size: u64,
+    pub trailer: Trailer,
+    /// SHA-256 of the database image (the file minus any trailer), hex.
+    pub sha256: String,
+    /// The bbolt check and etcd status.
+    pub inspection: Inspection,
+}
+
+impl FileReport {
+    /// Every reason not to trust this file; empty when it is sound.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Trailer::Mismatch { recorded } = &self.trailer {
+            out.push(format!(
+                "SHA-256 trailer mismatch: the trailer records {recorded} but the database hashes \
+                 to {}",
+                self.sha256
+            ));
+        }
+        let image = self.image_len();
+        let total = self.inspection.status.total_size;
+        if self.trailer != Trailer::Absent && total != image {
+            out.push(format!(
+                "the snapshot holds a {image}-byte database but its meta page says {total} bytes"
+            ));
+        }
+        out.extend(self.inspection.problems());
+        out
+    }
+
+    /// Bytes before the trailer.
+    pub fn image_len(&self) -> u64 {
+        match self.trailer {
+            Trailer::Absent => self.file_size,
+            _ => self.file_size - TRAILER_LEN,
+        }
+    }
+}
+
+fn io_err(path: &Path, what: &str, e: std::io::Error) -> Error {
+    Error::new(Kind::Io, format!("{what} {}: {e}", path.display()))
+}
+
+/// Read `path` and check it. Blocking: run it off the async runtime. Damage is reported in the
+/// result (see [`FileReport::problems`]); `Err` means the file could not be read or is not a
+/// bbolt database at all.
+pub fn inspect_file(path: &Path) -> Result<FileReport> {
+    let file = File::open(path).map_err(|e| io_err(path, "cannot open", e))?;
+    let file_size = file
+        .metadata()
+        .map_err(|e| io_err(path, "cannot stat", e))?
+        .len();
+    let trailer_present = etcddb::has_trailer(file_size);
+    let image_len = if trailer_present {
+        file_size - TRAILER_LEN
+    } else {
+        file_size
+    };
+    // The hash reads the file front to back while the walk follows the tree; on two cores they
+    // overlap almost completely.
+    let (sha, inspection) = std::thread::scope(|s| {
+        let sha = s.spawn(|| sha256_prefix(&file, image_len));
+        let inspection = etcddb::inspect(&file, image_len);
+        (sha.join().expect("hash thread panicked"), inspection)
+    });
+    let sha = sha.map_err(|e| io_err(path, "reading", e))?;
+    let inspection = inspection.map_err(|e| bolt_error(path, e))?;
+    let trailer = if trailer_present {
+        let mut recorded = [0u8; TRAILER_LEN as usize];
+        ReadAt::read_exact_at(&file, image_len, &mut recorded)
+            .map_err(|e| io_err(path, "reading the trailer of", e))?;
+        if recorded == sha {
+            Trailer::Matches
+        } else {
+            Trailer::Mismatch {
+                recorded: hex::encode(recorded),
+            }
+        }
+    } else {
+        Trailer::Absent
+    };
+    Ok(FileReport {
+        path: path.to_owned(),
+        file_size,
+        trailer,
+        sha256: hex::encode(sha),
+        inspection,
+    })
+}
+
+/// An error opening a database, said for `path`.
+pub(crate) fn bolt_error(path: &Path, e: BoltError) -> Error {
+    match e {
+        BoltError::Io {
+            offset,
+            len,
+            source,
+        } => Error::new(
+            Kind::Io,
+            format!(
+                "reading {len} bytes at offset {offset} of {}: {source}",
+                path.display()
+            ),
+        ),
+        BoltError::Corrupt(p) => Error::new(
+            Kind::Verify,
+            format!(
+                "{} is not a readable etcd snapshot: {p}; if it was copied from a data directory \
+                 make sure the copy is complete",
+                path.display()
+            ),
+        ),
+    }
+}
+
+fn sha256_prefix(file: &File, len: u64) -> std::io::Result<[u8; 32]> {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut off = 0;
+    while off < len {
+        let n = (len - off).min(buf.len() as u64) as usize;
+        FileExt::read_exact_at(file, &mut buf[..n], off)?;
+        h.update(&buf[..n]);
+        off += n as u64;
+    }
+    Ok(h.finalize().into())
+}
+
+fn image_len_of(path: &Path, file: &File) -> Result<u64> {
+    let size = file
+        .metadata()
+        .map_err(|e| io_err(path, "cannot stat", e))?
+        .len();
+    Ok(if etcddb::has_trailer(size) {
+        size - TRAILER_LEN
+    } else {
+        size
+    })
+}
+
+/// The live keys under `prefix` at the snapshot's last revision. Blocking.
+pub fn live_keys(path: &Path, prefix: &[u8]) -> Result<Vec<LiveKey>> {
+    let file = File::open(path).map_err(|e| io_err(path, "cannot open", e))?;
+    let len = image_len_of(path, &file)?;
+    etcddb::live_keys(&file, len, prefix).map_err(|e| bolt_error(path, e))
+}
+
+/// What `extract` wrote.
+#[derive(Debug, Clone)]
+pub struct Extracted {
+    /// The output directory.
+    pub dir: PathBuf,
+    /// Revision the values are from.
+    pub revision: i64,
+    /// Files written, in key order.
+    pub files: Vec<PathBuf>,
+}
+
+/// Map a key to a relative path: `/`-separated components, each percent-encoded except
+/// `[A-Za-z0-9._-]`, with `.`/`..`/empty components encoded too, so no key can name a path
+/// outside the output directory. Injective; a leading `/` is dropped.
+pub fn key_to_relative_path(key: &[u8]) -> std::result::Result<PathBuf, String> {
+    let body = key.strip_prefix(b"/").unwrap_or(key);
+    let mut out = PathBuf::new();
+    for comp in body.split(|&b| b == b'/') {
+        let enc = match comp {
+            b"" => "%2F".to_owned(), // never produced otherwise: '/' is the separator
+            b"." => "%2E".to_owned(),
+            b".." => "%2E%2E".to_owned(),
+            c => c
+                .iter()
+                .map(|&b| {
+                    if b.is_ascii_alphanumeric() || b"._-".contains(&b) {
+                        (b as char).to_string()
+                    } else {
+                        format!("%{b:02X}")
+                    }
+                })
+                .collect(),
+        };
+        if enc.len() > 255 {
+            return Err(format!(
+                "a path component of key {} is too long for a file name",
+                crate::bbolt::show(key)
+            ));
+        }
+        out.push(enc);
+    }
+    if key.is_empty() || !key.starts_with(b"/") {
+        // Keep "a" and "/a" apart.
+        out = Path::new("%NOSLASH").join(out);
+    }
+    Ok(out)
+}
+
+/// Write the values of the live keys under `prefix` into a new directory `out` (files 0600).
+/// The directory appears only when complete. Blocking.
+pub fn extract(path: &Path, prefix: &[u8], out: &Path) -> Result<Extracted> {
+    let report = inspect_file(path)?;
+    let problems = report.problems();
+    if !problems.is_empty() {
+        return Err(Error::new(
+            Kind::Verify,
+            format!(
+                "{} failed its checks; refusing to extract from it:\n  {}",
+                path.display(),
+                problems.join("\n  ")
+            ),
+        ));
+    }
+    if out.exists() && std::fs::read_dir(out).map_or(true, |mut d| d.next().is_some()) {
+        return Err(Error::new(
+            Kind::Io,
+            format!(
+                "{} exists and is not an empty directory; choose a new --out",
+                out.display()
+            ),
+        ));
+    }
+    let keys = live_keys(path, prefix)?;
+    let mut plan: HashMap<(i64, i64), PathBuf> = HashMap::new();
+    let mut files = BTreeSet::new();
+    let mut dirs = BTreeSet::new();
+    for k in &keys {
+        let rel = key_to_relative_path(&k.key).map_err(|m| Error::new(Kind::Io, m))?;
+        for a in rel.ancestors().skip(1) {
+            dirs.insert(a.to_owned());
+        }
+        files.insert(rel.clone());
+        plan.insert((k.mod_revision, k.sub_revision), rel);
+    }
+    if let Some(clash) = files.iter().find(|f| dirs.contains(*f)) {
+        return Err(Error::new(
+            Kind::Io,
+            format!(
+                "key {} is both a value and a parent of other keys; extract a narrower --prefix",
+                clash.display()
+            ),
+        ));
+    }
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = out.file_name().ok_or_else(|| {
+        Error::new(
+            Kind::Io,
+            format!("--out {} has no directory name", out.display()),
+        )
+    })?;
+    let staging = parent.join(format!(".{}.lifeboat-part", name.to_string_lossy()));
+    let _ = std::fs::remove_dir_all(&staging);
+    let cleanup = StagingGuard(Some(staging.clone()));
+    let mkdir = |d: &Path| {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(d)
+            .map_err(|e| io_err(d, "cannot create", e))
+    };
+    mkdir(&staging)?;
+    for d in &dirs {
+        mkdir(&staging.join(d))?;
+    }
+    let file = File::open(path).map_err(|e| io_err(path, "cannot open", e))?;
+    let len = image_len_of(path, &file)?;
+    let wanted: HashSet<(i64, i64)> = plan.keys().copied().collect();
+    let written = etcddb::values_at(&file, len, &wanted, |key, value| {
+        let rev = keys
+            .binary_search_by(|k| k.key.as_slice().cmp(key))
+            .map(|i| (keys[i].mod_revision, keys[i].sub_revision))
+            .map_err(|_| "a value for an unexpected key".to_owned())?;
+        let rel = &plan[&rev];
+        let target = staging.join(rel);
+        let mut f = super::create_private_file(&target)
+            .map_err(|e| format!("creating {}: {e}", target.display()))?;
+        std::io::Write::write_all(&mut f, value)
+            .and_then(|()| f.sync_all())
+            .map_err(|e| format!("writing {}: {e}", target.display()))
+    })
+    .map_err(|e| bolt_error(path, e))?;
+    written.map_err(|m| Error::new(Kind::Io, m))?;
+    if out.exists() {
+        std::fs::remove_dir(out)
+            .map_err(|e| io_err(out, "cannot replace the empty directory", e))?;
+    }
+    std::fs::rename(&staging, out)
+        .map_err(|e| io_err(out, "cannot move the extracted keys to", e))?;
+    std::mem::forget(cleanup);
+    Ok(Extracted {
+        dir: out.to_owned(),
+        revision: report.inspection.status.revision,
+        files: files.into_iter().map(|f| out.join(f)).collect(),
+    })
+}
+
+struct StagingGuard(Option<PathBuf>);
+impl Drop for StagingGuard {
+    fn drop(&mut self) {
+        if let Some(p) = &self.0 {
+            let _ = std::fs::remove_dir_all(p);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::key_to_relative_path as p;
+    use std::path::{Component, Path};
+
+    #[test]
+    fn key_paths_stay_inside_and_are_distinct() {
+        assert_eq!(
+            p(b"/registry/pods/default/web-0").unwrap(),
+            Path::new("registry/pods/default/web-0")
+        );
+        assert_eq!(
+            p(b"/a/../../etc/passwd").unwrap(),
+            Path::new("a/%2E%2E/%2E%2E/etc/passwd")
+        );
+        assert_eq!(p(b"a").unwrap(), Path::new("%NOSLASH/a"));
+        assert_eq!(p(b"/a//b/").unwrap(), Path::new("a/%2F/b/%2F"));
+        assert_eq!(p(b"/x y%\xff").unwrap(), Path::new("x%20y%25%FF"));
+        let keys: [&[u8]; 9] = [
+            b"/a", b"a", b"/a/", b"/a%2F", b"/.", b"/..", b"", b"/", b"//",
+        ];
+        let mut seen = std::collections::HashSet::new();
+        for k in keys {
+            let path = p(k).unwrap();
+            assert!(
+                path.components().all(|c| matches!(c, Component::Normal(_))),
+                "{path:?}"
+            );
+            assert!(seen.insert(path), "{k:?} collides");
+        }
+        assert!(p(&[b'x'; 300]).is_err());
+    }
+}
