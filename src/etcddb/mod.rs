@@ -42,10 +42,24 @@ pub struct Status {
     pub term: Option<u64>,
     /// Main revision of `meta/finishedCompactRev`, when present.
     pub compact_revision: Option<i64>,
+    /// Main revision of `meta/scheduledCompactRev`, when present.
+    pub scheduled_compact_revision: Option<i64>,
     /// Entries (revisions) in bucket `key`, tombstones included.
     pub key_entries: u64,
     /// Top-level buckets and their entry counts, in order.
     pub buckets: Vec<(String, u64)>,
+}
+
+impl Status {
+    /// The newest revision the database proves it has seen: its last revision, or a later
+    /// compaction (which removes trailing tombstones, and with them the last revisions). etcd
+    /// starts at revision 1 with an empty `key` bucket.
+    pub fn revision_floor(&self) -> i64 {
+        self.revision
+            .max(1)
+            .max(self.compact_revision.unwrap_or(0))
+            .max(self.scheduled_compact_revision.unwrap_or(0))
+    }
 }
 
 /// The result of reading a whole database.

@@ -30,6 +30,9 @@ pub struct Manifest {
     pub snapshot: SnapshotInfo,
     /// What was stored.
     pub stored: StoredObject,
+    /// Verifications done before the commit.
+    #[serde(default)]
+    pub checks: Vec<Check>,
     /// Version of lifeboat that wrote the manifest.
     pub lifeboat_version: String,
 }
@@ -67,8 +70,12 @@ pub enum SnapshotSource {
 pub struct SnapshotInfo {
     /// Where the bytes came from.
     pub source: SnapshotSource,
-    /// The member's revision (status header) read just before the snapshot began.
+    /// The snapshot's own revision (last revision in its `key` bucket), or for manifests
+    /// written before lifeboat read snapshots, the member's revision before the snapshot.
     pub revision: i64,
+    /// The member's revision (status header) read just before the snapshot began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_revision: Option<i64>,
     /// The member's raft index read just before the snapshot began.
     pub raft_index: u64,
     /// Size of the bbolt database image in bytes (excludes the trailer).
@@ -79,6 +86,53 @@ pub struct SnapshotInfo {
     pub has_trailer: bool,
     /// SHA-256 of the database image, lowercase hex (equals the trailer when present).
     pub sha256: String,
+    /// `snapshot status` of the database as lifeboat computed it before committing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<DbStatus>,
+}
+
+/// The database's status, in `etcdutl snapshot status` terms plus lifeboat's extras.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DbStatus {
+    /// CRC-32C over bucket names, keys and values (`snapshot status` hash).
+    pub hash: u32,
+    /// Last revision in bucket `key`.
+    pub revision: i64,
+    /// etcd 3.4/3.5 `totalKey`: entries in every bucket.
+    pub total_key: u64,
+    /// etcd 3.6 `totalKey`: distinct live keys.
+    pub live_keys: u64,
+    /// `meta.pgid * pageSize`.
+    pub total_size: u64,
+    /// `meta/storageVersion`, written by etcd 3.6+.
+    #[serde(default)]
+    pub storage_version: Option<String>,
+    /// Revision of the last finished compaction recorded in the database.
+    #[serde(default)]
+    pub compact_revision: Option<i64>,
+}
+
+/// One verification performed before the backup was committed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Check {
+    /// Stable name, e.g. `sha256-trailer`, `bbolt-structure`, `revision`, `live-key-count`.
+    pub name: String,
+    /// Whether it ran and passed, or was skipped (failed checks stop the commit).
+    pub outcome: CheckOutcome,
+    /// What was compared, or why it was skipped.
+    pub detail: String,
+}
+
+/// Outcome of a [`Check`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum CheckOutcome {
+    /// Ran and passed.
+    Passed,
+    /// Could not run; `detail` says why.
+    Skipped,
 }
 
 /// The stored (compressed, encrypted) object.
@@ -167,6 +221,16 @@ mod tests {
                 file_size: 1642528,
                 has_trailer: true,
                 sha256: "00".repeat(32),
+                member_revision: Some(300),
+                status: Some(DbStatus {
+                    hash: 0x3643b8c3,
+                    revision: 301,
+                    total_key: 310,
+                    live_keys: 200,
+                    total_size: 1642496,
+                    storage_version: None,
+                    compact_revision: Some(100),
+                }),
             },
             stored: StoredObject {
                 key: "prod/20261121T023000Z-000abc.snapshot.zst.age".into(),
@@ -181,6 +245,11 @@ mod tests {
                     recipients: vec!["age1xyz".into()],
                 }),
             },
+            checks: vec![Check {
+                name: "live-key-count".into(),
+                outcome: CheckOutcome::Skipped,
+                detail: "revision 301 is compacted".into(),
+            }],
             lifeboat_version: "0.1.0".into(),
         }
     }
@@ -193,6 +262,18 @@ mod tests {
         assert!(text.contains("\"clusterId\""));
         assert!(text.contains("\"dbSize\": 1642496"));
         assert_eq!(Manifest::from_json(&json).unwrap(), m);
+    }
+
+    #[test]
+    fn manifests_without_verification_fields_still_parse() {
+        let mut v: serde_json::Value = serde_json::from_slice(&sample().to_json()).unwrap();
+        let o = v.as_object_mut().unwrap();
+        o.remove("checks");
+        let snap = o["snapshot"].as_object_mut().unwrap();
+        snap.remove("status");
+        snap.remove("memberRevision");
+        let m = Manifest::from_json(v.to_string().as_bytes()).unwrap();
+        assert!(m.checks.is_empty() && m.snapshot.status.is_none());
     }
 
     #[test]

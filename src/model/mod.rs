@@ -8,6 +8,6 @@ mod manifest;
 pub use id::BackupId;
 pub use keys::{ObjectRole, data_key, manifest_key, parse_key, policy_prefix};
 pub use manifest::{
-    Compression, Encryption, MANIFEST_FORMAT_VERSION, Manifest, MemberInfo, SnapshotInfo,
-    SnapshotSource, StoredObject,
+    Check, CheckOutcome, Compression, DbStatus, Encryption, MANIFEST_FORMAT_VERSION, Manifest,
+    MemberInfo, SnapshotInfo, SnapshotSource, StoredObject,
 };

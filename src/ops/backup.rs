@@ -4,6 +4,7 @@
 //! and leaves no manifest.
 
 use super::LoadedPolicy;
+use super::verify::verify_snapshot;
 use crate::error::{Error, Kind, Result};
 use crate::etcd::snapshot::{
     Limits, StreamError, StreamFault, TRAILER_LEN, Verified, stream_snapshot,
@@ -20,6 +21,7 @@ use chrono::{DateTime, Utc};
 use object_store::WriteMultipart;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
@@ -156,6 +158,7 @@ async fn attempt(
         .join(format!("{}-{id}.db.part", p.name));
     let spool = create_spool(&spool_path).map_err(AttemptError::Fatal)?;
     let _guard = SpoolGuard(spool_path.clone());
+    let spooled = spool_path.clone();
 
     let mut client = lp
         .etcd
@@ -222,7 +225,34 @@ async fn attempt(
         "Snapshot received and verified against its SHA-256 trailer"
     );
 
-    complete_uploads(&lp.destinations, writers, &data_key).await?;
+    // Read the spooled snapshot while the last parts upload; commit only if both succeed.
+    let mut check_client = client.clone();
+    let (completed, checked) = tokio::join!(
+        complete_uploads(&lp.destinations, writers, &data_key),
+        verify_snapshot(
+            spooled,
+            status.revision,
+            &mut check_client,
+            p.cluster
+                .selection
+                .status_timeout
+                .0
+                .max(Duration::from_secs(10)),
+        )
+    );
+    completed?;
+    let checked = match checked {
+        Ok(c) => c,
+        Err(why) => {
+            for d in &lp.destinations {
+                remove_quietly(d, &data_key).await;
+            }
+            return Err(AttemptError::Member {
+                message: format!("verification failed, nothing was committed: {why}"),
+                integrity: true,
+            });
+        }
+    };
 
     let manifest = Manifest {
         format_version: MANIFEST_FORMAT_VERSION,
@@ -240,12 +270,14 @@ async fn attempt(
         finished_at: Utc::now(),
         snapshot: SnapshotInfo {
             source: SnapshotSource::Etcd,
-            revision: status.revision,
+            revision: checked.status.revision,
+            member_revision: Some(status.revision),
             raft_index: status.raft_index,
             db_size: verified.db_size,
             file_size: sealed.plain_size,
             has_trailer: true,
             sha256: hex::encode(verified.sha256),
+            status: Some(checked.status),
         },
         stored: StoredObject {
             key: data_key.clone(),
@@ -260,6 +292,7 @@ async fn attempt(
                 recipients: lp.recipient_strings.clone(),
             }),
         },
+        checks: checked.checks,
         lifeboat_version: env!("CARGO_PKG_VERSION").into(),
     };
     commit(&lp.destinations, &manifest).await?;

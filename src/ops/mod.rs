@@ -7,6 +7,7 @@ pub mod inspect;
 pub mod keys;
 pub mod list;
 pub mod load;
+pub mod verify;
 
 pub use backup::{BackupReport, backup};
 pub use list::{ListReport, ListedBackup, list};

@@ -1,0 +1,149 @@
+//! Verification of a spooled snapshot before it is committed: the bbolt structure and status,
+//! a revision no older than the member's before the snapshot, and the live key count against a
+//! count-only range on the cluster at the snapshot's revision.
+
+use super::inspect::{FileReport, Trailer, inspect_file};
+use crate::etcd::describe_etcd_error;
+use crate::model::{Check, CheckOutcome, DbStatus};
+use etcd_client::{Client, GetOptions};
+use std::path::PathBuf;
+use std::time::Duration;
+use tracing::info;
+
+/// A snapshot that passed.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    /// Its status, for the manifest.
+    pub status: DbStatus,
+    /// What was checked.
+    pub checks: Vec<Check>,
+}
+
+fn passed(name: &str, detail: String) -> Check {
+    Check {
+        name: name.into(),
+        outcome: CheckOutcome::Passed,
+        detail,
+    }
+}
+
+/// Check the snapshot at `path` (with trailer) taken from the member behind `client`, whose
+/// revision was `member_revision` before the snapshot began. `Err` says why it must not be
+/// committed.
+pub async fn verify_snapshot(
+    path: PathBuf,
+    member_revision: i64,
+    client: &mut Client,
+    timeout: Duration,
+) -> Result<Verified, String> {
+    let report: FileReport = tokio::task::spawn_blocking(move || inspect_file(&path))
+        .await
+        .map_err(|e| format!("verification task failed: {e}"))?
+        .map_err(|e| e.to_string())?;
+    let problems = report.problems();
+    if !problems.is_empty() {
+        return Err(format!(
+            "the snapshot failed its structural check:\n    {}",
+            problems.join("\n    ")
+        ));
+    }
+    if report.trailer != Trailer::Matches {
+        return Err("the spooled snapshot has no matching SHA-256 trailer".into());
+    }
+    let st = &report.inspection.status;
+    let stats = &report.inspection.check.stats;
+    let mut checks = vec![
+        passed("sha256-trailer", format!("sha256 {}", report.sha256)),
+        passed(
+            "bbolt-structure",
+            format!(
+                "{} branch, {} leaf, {} overflow pages; keys in order; no page referenced twice",
+                stats.branch_pages, stats.leaf_pages, stats.overflow_pages
+            ),
+        ),
+    ];
+    let floor = st.revision_floor();
+    if floor < member_revision {
+        return Err(format!(
+            "the snapshot is stale: its revision is {} but the member was already at revision \
+             {member_revision} before the snapshot began",
+            st.revision
+        ));
+    }
+    checks.push(passed(
+        "revision",
+        format!(
+            "snapshot revision {} >= member revision {member_revision} before the snapshot",
+            st.revision
+        ),
+    ));
+    checks.push(count_check(client, st.revision, st.live_keys, timeout).await?);
+    info!(
+        hash = format!("{:x}", st.hash),
+        revision = st.revision,
+        total_key = st.total_key,
+        live_keys = st.live_keys,
+        "Snapshot verified"
+    );
+    Ok(Verified {
+        status: DbStatus {
+            hash: st.hash,
+            revision: st.revision,
+            total_key: st.total_key,
+            live_keys: st.live_keys,
+            total_size: st.total_size,
+            storage_version: st.storage_version.clone(),
+            compact_revision: st.compact_revision,
+        },
+        checks,
+    })
+}
+
+/// Compare the snapshot's live keys with the cluster's count at the same revision.
+async fn count_check(
+    client: &mut Client,
+    revision: i64,
+    live: u64,
+    timeout: Duration,
+) -> Result<Check, String> {
+    let skipped = |detail: String| Check {
+        name: "live-key-count".into(),
+        outcome: CheckOutcome::Skipped,
+        detail,
+    };
+    if revision == 0 {
+        return Ok(skipped("the snapshot holds no revisions".into()));
+    }
+    // Every key: from "\0" with range end "\0".
+    let opts = GetOptions::new()
+        .with_range(vec![0u8])
+        .with_count_only()
+        .with_revision(revision);
+    let resp = match tokio::time::timeout(timeout, client.get(vec![0u8], Some(opts))).await {
+        Err(_) => {
+            return Ok(skipped(format!(
+                "the count-only range did not answer within {timeout:?}"
+            )));
+        }
+        Ok(Err(e)) => {
+            let msg = describe_etcd_error(&e);
+            return Ok(skipped(if msg.contains("compacted") {
+                format!("revision {revision} is already compacted on the cluster")
+            } else {
+                format!("the count-only range at revision {revision} failed: {msg}")
+            }));
+        }
+        Ok(Ok(r)) => r,
+    };
+    let count = u64::try_from(resp.count()).unwrap_or(0);
+    if count != live {
+        return Err(format!(
+            "the snapshot holds {live} live keys at revision {revision} but the cluster counts \
+             {count} keys at that revision"
+        ));
+    }
+    Ok(passed(
+        "live-key-count",
+        format!("{live} live keys, as the cluster counts at revision {revision}"),
+    ))
+}
