@@ -199,7 +199,6 @@ async fn damaged_snapshots_are_refused_without_panic_or_hang() {
     let good = std::fs::read(save_snapshot(&cluster, dir.path())).unwrap();
     let ps = 4096;
     let image = &good[..good.len() - 32];
-    let pages = image.len() / ps;
     let (branches, leaves) = key_bucket_pages(image, ps);
     assert!(!branches.is_empty() && leaves.len() > 10);
 
