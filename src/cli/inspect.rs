@@ -28,6 +28,7 @@ pub fn report_json(r: &FileReport) -> Value {
             Trailer::Absent => "absent",
             Trailer::Matches => "matches",
             Trailer::Mismatch { .. } => "mismatch",
+            Trailer::Unchecked => "unchecked",
         },
         "sha256": r.sha256,
         "meta": {"page": i.meta_page, "txid": i.txid, "pageSize": i.page_size},
@@ -62,6 +63,7 @@ pub fn print_report(r: &FileReport) {
             Trailer::Matches => "SHA-256 trailer present and matching (a snapshot from etcd's API)".to_owned(),
             Trailer::Absent => "none (size % 512 != 32): a copy of member/snap/db, or a truncated snapshot; restoring it needs --skip-hash-check".to_owned(),
             Trailer::Mismatch { recorded } => format!("MISMATCH: records {recorded}"),
+            Trailer::Unchecked => "present, not compared (--skip-hash-check)".to_owned(),
         }
     );
     out!("sha256:            {}", r.sha256);

@@ -3,6 +3,7 @@
 
 use crate::error::{Error, Kind};
 use crate::ops;
+use crate::ops::inspect::Hashing;
 use crate::telemetry::{self, LogFormat};
 use clap::{Parser, Subcommand};
 use serde_json::json;
@@ -78,6 +79,10 @@ enum Command {
         /// With --keys: only keys starting with this prefix.
         #[arg(long, requires = "keys")]
         prefix: Option<String>,
+        /// Do not hash the file to compare it with its SHA-256 trailer (faster on huge files;
+        /// the structure and status are still checked).
+        #[arg(long)]
+        skip_hash_check: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -172,8 +177,9 @@ async fn dispatch(cmd: Command) -> u8 {
             stored,
             keys,
             prefix,
+            skip_hash_check,
             json,
-        } => match inspect(file, stored, keys, prefix, json).await {
+        } => match inspect(file, stored, keys, prefix, skip_hash_check, json).await {
             Ok(code) => code,
             Err(e) => fail(&e),
         },
@@ -334,12 +340,18 @@ async fn inspect(
     stored: StoredArgs,
     keys: bool,
     prefix: Option<String>,
+    skip_hash_check: bool,
     json_out: bool,
 ) -> Result<u8, Error> {
-    let (path, _fetched) = snapshot_source(file, stored).await?;
+    let (path, fetched) = snapshot_source(file, stored).await?;
+    let hashing = match &fetched {
+        Some(f) => Hashing::Known(f.image_sha256),
+        None if skip_hash_check => Hashing::Skip,
+        None => Hashing::Compute,
+    };
     let report = {
         let path = path.clone();
-        tokio::task::spawn_blocking(move || ops::inspect::inspect_file(&path))
+        tokio::task::spawn_blocking(move || ops::inspect::inspect_file(&path, hashing))
             .await
             .map_err(|e| Error::new(Kind::Internal, format!("inspect task failed: {e}")))??
     };

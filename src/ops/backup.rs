@@ -231,6 +231,7 @@ async fn attempt(
         complete_uploads(&lp.destinations, writers, &data_key),
         verify_snapshot(
             spooled,
+            verified.sha256,
             status.revision,
             &mut check_client,
             p.cluster

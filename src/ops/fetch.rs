@@ -23,6 +23,8 @@ pub struct Fetched {
     pub manifest: Manifest,
     /// The destination it came from.
     pub destination: String,
+    /// SHA-256 of the database image, computed while fetching.
+    pub image_sha256: [u8; 32],
 }
 
 impl Drop for Fetched {
@@ -141,7 +143,9 @@ pub async fn fetch(lp: &LoadedPolicy, id: &str, identity_files: &[PathBuf]) -> R
         path,
         manifest,
         destination: dest.name.clone(),
+        image_sha256: [0; 32],
     };
+    let mut fetched = fetched;
     let m = &fetched.manifest;
     let key = &m.stored.key;
     let store_err = |e: &object_store::Error| {
@@ -246,5 +250,6 @@ pub async fn fetch(lp: &LoadedPolicy, id: &str, identity_files: &[PathBuf]) -> R
             ),
         ));
     }
+    fetched.image_sha256 = out.image_sha256;
     Ok(fetched)
 }

@@ -29,6 +29,20 @@ pub enum Trailer {
         /// SHA-256 the trailer records, hex.
         recorded: String,
     },
+    /// A trailer is present but was not compared (`--skip-hash-check`).
+    Unchecked,
+}
+
+/// How to treat the SHA-256 of the database image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hashing {
+    /// Hash the image and compare it with the trailer.
+    Compute,
+    /// The caller already hashed these bytes (while streaming or fetching): compare the trailer
+    /// with this digest instead of reading the file again.
+    Known([u8; 32]),
+    /// Do not hash (the report's `sha256` is empty and a trailer is `Unchecked`).
+    Skip,
 }
 
 /// A snapshot file, read and checked.
@@ -38,7 +52,7 @@ pub struct FileReport {
     /// Size of the file.
     pub file_size: u64,
     pub trailer: Trailer,
-    /// SHA-256 of the database image (the file minus any trailer), hex.
+    /// SHA-256 of the database image (the file minus any trailer), hex; empty when not hashed.
     pub sha256: String,
     /// The bbolt check and etcd status.
     pub inspection: Inspection,
@@ -92,7 +106,7 @@ fn io_err(path: &Path, what: &str, e: std::io::Error) -> Error {
 /// Read `path` and check it. Blocking: run it off the async runtime. Damage is reported in the
 /// result (see [`FileReport::problems`]); `Err` means the file could not be read or is not a
 /// bbolt database at all.
-pub fn inspect_file(path: &Path) -> Result<FileReport> {
+pub fn inspect_file(path: &Path, hashing: Hashing) -> Result<FileReport> {
     let file = File::open(path).map_err(|e| io_err(path, "cannot open", e))?;
     let file_size = file
         .metadata()
@@ -107,31 +121,37 @@ pub fn inspect_file(path: &Path) -> Result<FileReport> {
     // The hash reads the file front to back while the walk follows the tree; on two cores they
     // overlap almost completely.
     let (sha, inspection) = std::thread::scope(|s| {
-        let sha = s.spawn(|| sha256_prefix(&file, image_len));
+        let sha = s.spawn(|| match hashing {
+            Hashing::Compute => sha256_prefix(&file, image_len).map(Some),
+            Hashing::Known(d) => Ok(Some(d)),
+            Hashing::Skip => Ok(None),
+        });
         let inspection = etcddb::inspect(&file, image_len);
         (sha.join().expect("hash thread panicked"), inspection)
     });
     let sha = sha.map_err(|e| io_err(path, "reading", e))?;
     let inspection = inspection.map_err(|e| bolt_error(path, e))?;
-    let trailer = if trailer_present {
-        let mut recorded = [0u8; TRAILER_LEN as usize];
-        ReadAt::read_exact_at(&file, image_len, &mut recorded)
-            .map_err(|e| io_err(path, "reading the trailer of", e))?;
-        if recorded == sha {
-            Trailer::Matches
-        } else {
-            Trailer::Mismatch {
-                recorded: hex::encode(recorded),
+    let trailer = match (trailer_present, sha) {
+        (false, _) => Trailer::Absent,
+        (true, None) => Trailer::Unchecked,
+        (true, Some(sha)) => {
+            let mut recorded = [0u8; TRAILER_LEN as usize];
+            ReadAt::read_exact_at(&file, image_len, &mut recorded)
+                .map_err(|e| io_err(path, "reading the trailer of", e))?;
+            if recorded == sha {
+                Trailer::Matches
+            } else {
+                Trailer::Mismatch {
+                    recorded: hex::encode(recorded),
+                }
             }
         }
-    } else {
-        Trailer::Absent
     };
     Ok(FileReport {
         path: path.to_owned(),
         file_size,
         trailer,
-        sha256: hex::encode(sha),
+        sha256: sha.map(hex::encode).unwrap_or_default(),
         inspection,
     })
 }
@@ -244,7 +264,7 @@ pub fn key_to_relative_path(key: &[u8]) -> std::result::Result<PathBuf, String> 
 /// Write the values of the live keys under `prefix` into a new directory `out` (files 0600).
 /// The directory appears only when complete. Blocking.
 pub fn extract(path: &Path, prefix: &[u8], out: &Path) -> Result<Extracted> {
-    let report = inspect_file(path)?;
+    let report = inspect_file(path, Hashing::Compute)?;
     let problems = report.problems();
     if !problems.is_empty() {
         return Err(Error::new(

@@ -2,7 +2,7 @@
 //! a revision no older than the member's before the snapshot, and the live key count against a
 //! count-only range on the cluster at the snapshot's revision.
 
-use super::inspect::{FileReport, Trailer, inspect_file};
+use super::inspect::{FileReport, Hashing, Trailer, inspect_file};
 use crate::etcd::describe_etcd_error;
 use crate::model::{Check, CheckOutcome, DbStatus};
 use etcd_client::{Client, GetOptions};
@@ -32,14 +32,18 @@ fn passed(name: &str, detail: String) -> Check {
 /// committed.
 pub async fn verify_snapshot(
     path: PathBuf,
+    streamed_sha256: [u8; 32],
     member_revision: i64,
     client: &mut Client,
     timeout: Duration,
 ) -> Result<Verified, String> {
-    let report: FileReport = tokio::task::spawn_blocking(move || inspect_file(&path))
-        .await
-        .map_err(|e| format!("verification task failed: {e}"))?
-        .map_err(|e| e.to_string())?;
+    let report: FileReport = tokio::task::spawn_blocking(move || {
+        // The stream already hashed these bytes; only the structure needs reading.
+        inspect_file(&path, Hashing::Known(streamed_sha256))
+    })
+    .await
+    .map_err(|e| format!("verification task failed: {e}"))?
+    .map_err(|e| e.to_string())?;
     let problems = report.problems();
     if !problems.is_empty() {
         return Err(format!(
