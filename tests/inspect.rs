@@ -429,3 +429,86 @@ async fn extract_returns_the_values_of_the_backup_revision() {
         stderr(&again)
     );
 }
+
+/// Rewrite the trailer so that only the structure (or the cluster) can catch a problem.
+fn with_trailer(image: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    let mut out = image.to_vec();
+    out.extend(sha2::Sha256::digest(image));
+    out
+}
+
+/// The verification a backup runs before committing, against real members: damage the trailer
+/// cannot see, a stale snapshot, and a key count the cluster disagrees with are all refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn verification_refuses_what_it_cannot_vouch_for() {
+    use lifeboat::ops::verify::verify_snapshot;
+    let a = EtcdCluster::start(1);
+    let mut ca = Client::connect(a.endpoints(), None).await.unwrap();
+    for i in 0..50 {
+        ca.put(format!("/k/{i}"), "v", None).await.unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let snap = save_snapshot(&a, dir.path());
+    let good = std::fs::read(&snap).unwrap();
+    let image = &good[..good.len() - 32];
+    let sha: [u8; 32] = good[good.len() - 32..].try_into().unwrap();
+    let timeout = Duration::from_secs(10);
+
+    let ok = verify_snapshot(snap.clone(), sha, 51, &mut ca, timeout)
+        .await
+        .unwrap();
+    assert_eq!((ok.status.revision, ok.status.live_keys), (51, 50));
+    assert!(
+        ok.checks
+            .iter()
+            .all(|c| c.outcome == lifeboat::model::CheckOutcome::Passed)
+    );
+
+    let stale = verify_snapshot(snap.clone(), sha, 60, &mut ca, timeout)
+        .await
+        .unwrap_err();
+    assert!(stale.contains("stale"), "{stale}");
+
+    // Structural damage with a recomputed trailer: a branch or leaf element pointing elsewhere.
+    let (branches, leaves) = key_bucket_pages(image, 4096);
+    let page = branches.first().or(leaves.first()).copied().unwrap();
+    let mut bad = image.to_vec();
+    bad[page * 4096 + 10] = 0xff; // element count
+    let damaged = dir.path().join("damaged.db");
+    let bad = with_trailer(&bad);
+    std::fs::write(&damaged, &bad).unwrap();
+    let dsha: [u8; 32] = bad[bad.len() - 32..].try_into().unwrap();
+    let e = verify_snapshot(damaged, dsha, 51, &mut ca, timeout)
+        .await
+        .unwrap_err();
+    assert!(e.contains(&format!("page {page}")), "{e}");
+
+    // Cluster B reached revision 51 with 100 keys: A's snapshot (50 keys) does not match it.
+    let b = EtcdCluster::start(1);
+    let mut cb = Client::connect(b.endpoints(), None).await.unwrap();
+    for i in 0..60 {
+        let ops = vec![
+            etcd_client::TxnOp::put(format!("/x/{i}"), "v", None),
+            etcd_client::TxnOp::put(format!("/y/{i}"), "v", None),
+        ];
+        cb.txn(etcd_client::Txn::new().and_then(ops)).await.unwrap();
+    }
+    let e = verify_snapshot(snap.clone(), sha, 51, &mut cb, timeout)
+        .await
+        .unwrap_err();
+    assert!(e.contains("50 live keys") && e.contains("100 keys"), "{e}");
+
+    // Once the revision is compacted the count is skipped, and the manifest will say why.
+    cb.compact(61, None).await.unwrap();
+    let skipped = verify_snapshot(snap, sha, 51, &mut cb, timeout)
+        .await
+        .unwrap();
+    let count = skipped
+        .checks
+        .iter()
+        .find(|c| c.name == "live-key-count")
+        .unwrap();
+    assert_eq!(count.outcome, lifeboat::model::CheckOutcome::Skipped);
+    assert!(count.detail.contains("compacted"), "{}", count.detail);
+}
