@@ -61,6 +61,11 @@ ID=$("$LB" backup --policy "$WORK/policy.yaml")
 echo "== backup $ID committed"
 "$LB" list --policy "$WORK/policy.yaml"
 ls -l "$WORK/backups/demo"
+echo "== what the stored backup holds (fetched, decrypted, checked with lifeboat's own bbolt reader)"
+"$LB" inspect --policy "$WORK/policy.yaml" --backup "$ID" --identity "$WORK/identity.txt"
+echo "== three keys from it, without restoring anything"
+"$LB" inspect --policy "$WORK/policy.yaml" --backup "$ID" --identity "$WORK/identity.txt" \
+  --keys --prefix /demo/key-000 | head -4
 
 if command -v age >/dev/null; then
   age -d -i "$WORK/identity.txt" "$WORK/backups/demo/$ID.snapshot.zst.age" | zstd -dq -o "$WORK/restored.db"

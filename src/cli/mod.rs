@@ -375,11 +375,20 @@ async fn inspect(
         return Ok(0);
     }
     if json_out {
-        out!(
-            "{}",
-            serde_json::to_string_pretty(&inspect::report_json(&report)).expect("json")
-        );
+        let mut v = inspect::report_json(&report);
+        if let Some(f) = &fetched {
+            v["backup"] = json!(f.manifest.id);
+            v["destination"] = json!(f.destination);
+        }
+        out!("{}", serde_json::to_string_pretty(&v).expect("json"));
     } else {
+        if let Some(f) = &fetched {
+            out!(
+                "backup:            {} from destination {:?} (fetched into the file below, removed on exit)",
+                f.manifest.id,
+                f.destination
+            );
+        }
         inspect::print_report(&report);
     }
     Ok(if problems.is_empty() {
