@@ -297,10 +297,6 @@ impl<'s, R: ReadAt + ?Sized> Db<'s, R> {
     pub fn size(&self) -> u64 {
         self.meta.pgid * self.page_size
     }
-    /// Bytes available in the source.
-    pub fn source_len(&self) -> u64 {
-        self.len
-    }
 
     /// Read page `id` with its overflow pages. `Err(Ok(problem))` is damage; `Err(Err(io))` is
     /// a failed read.

@@ -298,45 +298,24 @@ impl<R: ReadAt + ?Sized, V: Visitor> Walker<'_, '_, R, V> {
         hi: Option<&[u8]>,
         last: &Option<Vec<u8>>,
     ) -> bool {
+        let violations = [
+            (
+                last.as_deref().filter(|p| key <= *p),
+                "is not above the previous key",
+            ),
+            (lo.filter(|lo| key < *lo), "is below its parent branch key"),
+            (
+                hi.filter(|hi| key >= *hi),
+                "is not below the next parent branch key",
+            ),
+        ];
         let mut ok = true;
-        if let Some(prev) = last
-            && key <= prev.as_slice()
-        {
-            self.problem(Problem::at(
-                at,
-                format!(
-                    "key {i} ({}) is not above the previous key ({})",
-                    show(key),
-                    show(prev)
-                ),
-            ));
-            ok = false;
-        }
-        if let Some(lo) = lo
-            && key < lo
-        {
-            self.problem(Problem::at(
-                at,
-                format!(
-                    "key {i} ({}) is below its parent branch key ({})",
-                    show(key),
-                    show(lo)
-                ),
-            ));
-            ok = false;
-        }
-        if let Some(hi) = hi
-            && key >= hi
-        {
-            self.problem(Problem::at(
-                at,
-                format!(
-                    "key {i} ({}) is not below the next parent branch key ({})",
-                    show(key),
-                    show(hi)
-                ),
-            ));
-            ok = false;
+        for (bound, what) in violations {
+            if let Some(b) = bound {
+                let msg = format!("key {i} ({}) {what} ({})", show(key), show(b));
+                self.problem(Problem::at(at, msg));
+                ok = false;
+            }
         }
         ok
     }

@@ -10,8 +10,8 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-/// Length of etcd's SHA-256 trailer.
-pub const TRAILER_LEN: usize = 32;
+/// etcd's SHA-256 trailer length, in bytes.
+const TRAILER_LEN: usize = crate::etcddb::TRAILER_LEN as usize;
 
 /// A snapshot stream that did not add up.
 #[derive(Debug, Clone, PartialEq, Eq)]

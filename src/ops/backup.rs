@@ -6,10 +6,9 @@
 use super::LoadedPolicy;
 use super::verify::verify_snapshot;
 use crate::error::{Error, Kind, Result};
-use crate::etcd::snapshot::{
-    Limits, StreamError, StreamFault, TRAILER_LEN, Verified, stream_snapshot,
-};
+use crate::etcd::snapshot::{Limits, StreamError, StreamFault, Verified, stream_snapshot};
 use crate::etcd::{MemberStatus, describe_etcd_error, probe_all, select};
+use crate::etcddb::TRAILER_LEN;
 use crate::model::{
     self, BackupId, Compression, Encryption, MANIFEST_FORMAT_VERSION, Manifest, MemberInfo,
     SnapshotInfo, SnapshotSource, StoredObject,
@@ -208,14 +207,14 @@ async fn attempt(
             return Err(classify(lp, &data_key, streamed, sealed, fanned));
         }
     };
-    if sealed.plain_size != verified.db_size + TRAILER_LEN as u64 {
+    if sealed.plain_size != verified.db_size + TRAILER_LEN {
         abort_all(&lp.destinations, writers).await;
         return Err(AttemptError::Fatal(Error::new(
             Kind::Internal,
             format!(
                 "pipeline consumed {} bytes but the member sent {}",
                 sealed.plain_size,
-                verified.db_size + TRAILER_LEN as u64
+                verified.db_size + TRAILER_LEN
             ),
         )));
     }

@@ -139,13 +139,12 @@ pub async fn fetch(lp: &LoadedPolicy, id: &str, identity_files: &[PathBuf]) -> R
             ),
         )
     })?;
-    let fetched = Fetched {
+    let mut fetched = Fetched {
         path,
         manifest,
         destination: dest.name.clone(),
-        image_sha256: [0; 32],
+        image_sha256: [0; 32], // set once the download is verified
     };
-    let mut fetched = fetched;
     let m = &fetched.manifest;
     let key = &m.stored.key;
     let store_err = |e: &object_store::Error| {

@@ -378,19 +378,9 @@ pub fn unseal(stored: &[u8], id: Option<&age::x25519::Identity>) -> Vec<u8> {
     zstd::decode_all(&compressed[..]).unwrap()
 }
 
-/// `etcdctl snapshot status -w json` of a file: (hash, revision, totalKey, totalSize).
+/// `etcdctl snapshot status -w json` (3.4) of a file: hash, revision, totalKey, totalSize.
 pub fn etcdctl_status(path: &Path) -> serde_json::Value {
-    let o = Command::new(etcdctl_bin())
-        .env("ETCDCTL_API", "3")
-        .args(["snapshot", "status", "-w", "json", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "etcdctl snapshot status failed: {}",
-        stderr(&o)
-    );
-    serde_json::from_slice(&o.stdout).unwrap()
+    dist_status(&etcd_34(), path)
 }
 
 /// Every file below `dir` (relative paths), sorted.
