@@ -24,6 +24,25 @@ pub trait Visitor {
     fn entry(&mut self, depth: usize, key: &[u8], item: Item<'_>);
 }
 
+/// Visits nothing (for walks that only check).
+impl Visitor for () {
+    fn entry(&mut self, _: usize, _: &[u8], _: Item<'_>) {}
+}
+
+impl<V: Visitor + ?Sized> Visitor for &mut V {
+    fn entry(&mut self, depth: usize, key: &[u8], item: Item<'_>) {
+        (**self).entry(depth, key, item);
+    }
+}
+
+/// Two visitors sharing one walk.
+impl<A: Visitor, B: Visitor> Visitor for (A, B) {
+    fn entry(&mut self, depth: usize, key: &[u8], item: Item<'_>) {
+        self.0.entry(depth, key, item);
+        self.1.entry(depth, key, item);
+    }
+}
+
 /// Counters from the walk.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {

@@ -349,21 +349,19 @@ async fn inspect(
         None if skip_hash_check => Hashing::Skip,
         None => Hashing::Compute,
     };
-    let report = {
-        let path = path.clone();
-        tokio::task::spawn_blocking(move || ops::inspect::inspect_file(&path, hashing))
-            .await
-            .map_err(|e| Error::new(Kind::Internal, format!("inspect task failed: {e}")))??
-    };
+    // With --keys, the listing shares the check's read of the file.
+    let key_prefix = keys.then(|| prefix.unwrap_or_default().into_bytes());
+    let (report, live) = tokio::task::spawn_blocking(move || match key_prefix {
+        Some(p) => ops::inspect::inspect_keys(&path, hashing, &p).map(|(r, k)| (r, Some(k))),
+        None => ops::inspect::inspect_file(&path, hashing).map(|r| (r, None)),
+    })
+    .await
+    .map_err(|e| Error::new(Kind::Internal, format!("inspect task failed: {e}")))??;
     let problems = report.problems();
-    if keys {
+    if let Some(live) = live {
         if !problems.is_empty() {
             return Err(damaged(&report));
         }
-        let prefix = prefix.unwrap_or_default().into_bytes();
-        let live = tokio::task::spawn_blocking(move || ops::inspect::live_keys(&path, &prefix))
-            .await
-            .map_err(|e| Error::new(Kind::Internal, format!("inspect task failed: {e}")))??;
         if json_out {
             out!(
                 "{}",
@@ -416,11 +414,16 @@ async fn extract(
     prefix: &str,
     out: &std::path::Path,
 ) -> Result<(), Error> {
-    let (path, _fetched) = snapshot_source(file, stored).await?;
+    let (path, fetched) = snapshot_source(file, stored).await?;
+    // A fetched backup was hashed while downloading; a local file is hashed here.
+    let hashing = fetched
+        .as_ref()
+        .map_or(Hashing::Compute, |f| Hashing::Known(f.image_sha256));
     let (prefix, out) = (prefix.as_bytes().to_vec(), out.to_owned());
-    let r = tokio::task::spawn_blocking(move || ops::inspect::extract(&path, &prefix, &out))
-        .await
-        .map_err(|e| Error::new(Kind::Internal, format!("extract task failed: {e}")))??;
+    let r =
+        tokio::task::spawn_blocking(move || ops::inspect::extract(&path, hashing, &prefix, &out))
+            .await
+            .map_err(|e| Error::new(Kind::Internal, format!("extract task failed: {e}")))??;
     for f in &r.files {
         out!("{}", f.display());
     }

@@ -198,6 +198,15 @@ impl Visitor for StatusVisitor {
 
 /// Open, check and compute the status of the database in the first `len` bytes of `src`.
 pub fn inspect<R: ReadAt + ?Sized>(src: &R, len: u64) -> Result<Inspection, BoltError> {
+    inspect_with(src, len, &mut ())
+}
+
+/// [`inspect`], with `extra` visiting the same walk (e.g. [`LiveKeys`]).
+pub fn inspect_with<R: ReadAt + ?Sized, V: Visitor>(
+    src: &R,
+    len: u64,
+    extra: &mut V,
+) -> Result<Inspection, BoltError> {
     let db = Db::open(src, len)?;
     let mut v = StatusVisitor {
         crc: 0,
@@ -207,7 +216,7 @@ pub fn inspect<R: ReadAt + ?Sized>(src: &R, len: u64) -> Result<Inspection, Bolt
         errors: Vec::new(),
         error_count: 0,
     };
-    let check = bbolt::walk(&db, &mut v)?;
+    let check = bbolt::walk(&db, &mut (&mut v, extra))?;
     v.st.hash = v.crc;
     v.st.live_keys = v.live.len() as u64;
     v.st.total_size = db.size();
@@ -245,13 +254,31 @@ pub struct LiveKey {
     pub value_size: u64,
 }
 
-struct KeysVisitor<'p> {
-    prefix: &'p [u8],
+/// Collects the live keys under a prefix, at the database's last revision. Memory grows with
+/// the number of matching keys.
+#[derive(Debug, Default)]
+pub struct LiveKeys {
+    prefix: Vec<u8>,
     in_key: bool,
     keys: BTreeMap<Vec<u8>, LiveKey>,
 }
 
-impl Visitor for KeysVisitor<'_> {
+impl LiveKeys {
+    /// Keys starting with `prefix` (empty: all keys).
+    pub fn new(prefix: &[u8]) -> Self {
+        Self {
+            prefix: prefix.to_vec(),
+            ..Self::default()
+        }
+    }
+
+    /// The keys, sorted.
+    pub fn into_keys(self) -> Vec<LiveKey> {
+        self.keys.into_values().collect()
+    }
+}
+
+impl Visitor for LiveKeys {
     fn entry(&mut self, depth: usize, key: &[u8], item: Item<'_>) {
         match (depth, item) {
             (0, _) => self.in_key = key == b"key",
@@ -259,7 +286,7 @@ impl Visitor for KeysVisitor<'_> {
                 let (Ok(rev), Ok(kv)) = (RevKey::parse(key), KeyValue::parse(v)) else {
                     return; // reported by the status pass
                 };
-                if !kv.key.starts_with(self.prefix) {
+                if !kv.key.starts_with(&self.prefix) {
                     return;
                 }
                 if rev.tombstone {
@@ -284,22 +311,6 @@ impl Visitor for KeysVisitor<'_> {
     }
 }
 
-/// The live keys under `prefix`, sorted. Memory grows with the number of matching keys.
-pub fn live_keys<R: ReadAt + ?Sized>(
-    src: &R,
-    len: u64,
-    prefix: &[u8],
-) -> Result<Vec<LiveKey>, BoltError> {
-    let db = Db::open(src, len)?;
-    let mut v = KeysVisitor {
-        prefix,
-        in_key: false,
-        keys: BTreeMap::new(),
-    };
-    bbolt::walk(&db, &mut v)?;
-    Ok(v.keys.into_values().collect())
-}
-
 struct ValuesVisitor<'w, F> {
     wanted: &'w HashSet<(i64, i64)>,
     in_key: bool,
@@ -307,7 +318,7 @@ struct ValuesVisitor<'w, F> {
     failed: Option<String>,
 }
 
-impl<F: FnMut(&[u8], &[u8]) -> Result<(), String>> Visitor for ValuesVisitor<'_, F> {
+impl<F: FnMut((i64, i64), &[u8]) -> Result<(), String>> Visitor for ValuesVisitor<'_, F> {
     fn entry(&mut self, depth: usize, key: &[u8], item: Item<'_>) {
         match (depth, item) {
             (0, _) => self.in_key = key == b"key",
@@ -315,9 +326,10 @@ impl<F: FnMut(&[u8], &[u8]) -> Result<(), String>> Visitor for ValuesVisitor<'_,
                 let (Ok(rev), Ok(kv)) = (RevKey::parse(key), KeyValue::parse(v)) else {
                     return;
                 };
+                let at = (rev.main, rev.sub);
                 if !rev.tombstone
-                    && self.wanted.contains(&(rev.main, rev.sub))
-                    && let Err(e) = (self.sink)(kv.key, kv.value)
+                    && self.wanted.contains(&at)
+                    && let Err(e) = (self.sink)(at, kv.value)
                 {
                     self.failed = Some(e);
                 }
@@ -327,12 +339,12 @@ impl<F: FnMut(&[u8], &[u8]) -> Result<(), String>> Visitor for ValuesVisitor<'_,
     }
 }
 
-/// Hand `sink` the value of every put at the given `(main, sub)` revisions, in revision order.
+/// Hand `sink` each put at the given `(main, sub)` revisions with its value, in revision order.
 pub fn values_at<R: ReadAt + ?Sized>(
     src: &R,
     len: u64,
     wanted: &HashSet<(i64, i64)>,
-    sink: impl FnMut(&[u8], &[u8]) -> Result<(), String>,
+    sink: impl FnMut((i64, i64), &[u8]) -> Result<(), String>,
 ) -> Result<Result<(), String>, BoltError> {
     let db = Db::open(src, len)?;
     let mut v = ValuesVisitor {

@@ -1,9 +1,9 @@
 //! Reading a snapshot file: the trailer (as etcd detects it), the SHA-256 over the database
 //! image, and the bbolt check and status, computed side by side in one read of the file each.
 
-use crate::bbolt::{BoltError, ReadAt};
+use crate::bbolt::{BoltError, ReadAt, Visitor};
 use crate::error::{Error, Kind, Result};
-use crate::etcddb::{self, Inspection, LiveKey, TRAILER_LEN};
+use crate::etcddb::{self, Inspection, LiveKey, LiveKeys, TRAILER_LEN};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fs::File;
@@ -107,6 +107,25 @@ fn io_err(path: &Path, what: &str, e: std::io::Error) -> Error {
 /// result (see [`FileReport::problems`]); `Err` means the file could not be read or is not a
 /// bbolt database at all.
 pub fn inspect_file(path: &Path, hashing: Hashing) -> Result<FileReport> {
+    inspect_file_with(path, hashing, &mut ())
+}
+
+/// [`inspect_file`] and the live keys under `prefix`, in the same read of the file. Blocking.
+pub fn inspect_keys(
+    path: &Path,
+    hashing: Hashing,
+    prefix: &[u8],
+) -> Result<(FileReport, Vec<LiveKey>)> {
+    let mut keys = LiveKeys::new(prefix);
+    let report = inspect_file_with(path, hashing, &mut keys)?;
+    Ok((report, keys.into_keys()))
+}
+
+fn inspect_file_with(
+    path: &Path,
+    hashing: Hashing,
+    extra: &mut impl Visitor,
+) -> Result<FileReport> {
     let file = File::open(path).map_err(|e| io_err(path, "cannot open", e))?;
     let file_size = file
         .metadata()
@@ -126,7 +145,7 @@ pub fn inspect_file(path: &Path, hashing: Hashing) -> Result<FileReport> {
             Hashing::Known(d) => Ok(Some(d)),
             Hashing::Skip => Ok(None),
         });
-        let inspection = etcddb::inspect(&file, image_len);
+        let inspection = etcddb::inspect_with(&file, image_len, extra);
         (sha.join().expect("hash thread panicked"), inspection)
     });
     let sha = sha.map_err(|e| io_err(path, "reading", e))?;
@@ -194,25 +213,6 @@ fn sha256_prefix(file: &File, len: u64) -> std::io::Result<[u8; 32]> {
     Ok(h.finalize().into())
 }
 
-fn image_len_of(path: &Path, file: &File) -> Result<u64> {
-    let size = file
-        .metadata()
-        .map_err(|e| io_err(path, "cannot stat", e))?
-        .len();
-    Ok(if etcddb::has_trailer(size) {
-        size - TRAILER_LEN
-    } else {
-        size
-    })
-}
-
-/// The live keys under `prefix` at the snapshot's last revision. Blocking.
-pub fn live_keys(path: &Path, prefix: &[u8]) -> Result<Vec<LiveKey>> {
-    let file = File::open(path).map_err(|e| io_err(path, "cannot open", e))?;
-    let len = image_len_of(path, &file)?;
-    etcddb::live_keys(&file, len, prefix).map_err(|e| bolt_error(path, e))
-}
-
 /// What `extract` wrote.
 #[derive(Debug, Clone)]
 pub struct Extracted {
@@ -263,8 +263,8 @@ pub fn key_to_relative_path(key: &[u8]) -> std::result::Result<PathBuf, String> 
 
 /// Write the values of the live keys under `prefix` into a new directory `out` (files 0600).
 /// The directory appears only when complete. Blocking.
-pub fn extract(path: &Path, prefix: &[u8], out: &Path) -> Result<Extracted> {
-    let report = inspect_file(path, Hashing::Compute)?;
+pub fn extract(path: &Path, hashing: Hashing, prefix: &[u8], out: &Path) -> Result<Extracted> {
+    let (report, keys) = inspect_keys(path, hashing, prefix)?;
     let problems = report.problems();
     if !problems.is_empty() {
         return Err(Error::new(
@@ -285,7 +285,6 @@ pub fn extract(path: &Path, prefix: &[u8], out: &Path) -> Result<Extracted> {
             ),
         ));
     }
-    let keys = live_keys(path, prefix)?;
     let mut plan: HashMap<(i64, i64), PathBuf> = HashMap::new();
     let mut files = BTreeSet::new();
     let mut dirs = BTreeSet::new();
@@ -331,15 +330,9 @@ pub fn extract(path: &Path, prefix: &[u8], out: &Path) -> Result<Extracted> {
         mkdir(&staging.join(d))?;
     }
     let file = File::open(path).map_err(|e| io_err(path, "cannot open", e))?;
-    let len = image_len_of(path, &file)?;
     let wanted: HashSet<(i64, i64)> = plan.keys().copied().collect();
-    let written = etcddb::values_at(&file, len, &wanted, |key, value| {
-        let rev = keys
-            .binary_search_by(|k| k.key.as_slice().cmp(key))
-            .map(|i| (keys[i].mod_revision, keys[i].sub_revision))
-            .map_err(|_| "a value for an unexpected key".to_owned())?;
-        let rel = &plan[&rev];
-        let target = staging.join(rel);
+    let written = etcddb::values_at(&file, report.image_len(), &wanted, |rev, value| {
+        let target = staging.join(&plan[&rev]);
         let mut f = super::create_private_file(&target)
             .map_err(|e| format!("creating {}: {e}", target.display()))?;
         std::io::Write::write_all(&mut f, value)
