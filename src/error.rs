@@ -22,6 +22,9 @@ pub enum Kind {
     Io,
     /// A bug or an unexpected state.
     Internal,
+    /// Refused because of how it was asked: an existing output without `--force`, a declined
+    /// confirmation, a non-empty data directory.
+    Usage,
 }
 
 impl Kind {
@@ -29,6 +32,7 @@ impl Kind {
     pub fn exit_code(self) -> u8 {
         match self {
             Kind::Internal => 1,
+            Kind::Usage => 2,
             Kind::Policy => 3,
             Kind::Etcd => 4,
             Kind::Verify => 5,

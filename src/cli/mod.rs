@@ -23,6 +23,7 @@ macro_rules! out {
 }
 
 mod inspect;
+mod restore;
 
 /// Verified, encrypted backups of etcd clusters.
 #[derive(Debug, Parser)]
@@ -101,6 +102,12 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Stage a verified snapshot for recovery and print the runbook.
+    ///
+    /// Downloads, decrypts and decompresses a backup (or copies a local file) to OUTPUT.part,
+    /// proves it against its manifest (SHA-256 trailer, bbolt structure, status), fsyncs, and
+    /// renames it to OUTPUT. Then prints the steps for --target.
+    Restore(Box<restore::RestoreArgs>),
     /// Manage age keys.
     Key {
         #[command(subcommand)]
@@ -189,6 +196,10 @@ async fn dispatch(cmd: Command) -> u8 {
             prefix,
             out,
         } => match extract(file, stored, &prefix, &out).await {
+            Ok(()) => 0,
+            Err(e) => fail(&e),
+        },
+        Command::Restore(a) => match restore::restore(*a).await {
             Ok(()) => 0,
             Err(e) => fail(&e),
         },

@@ -11,3 +11,6 @@ pub use manifest::{
     Check, CheckOutcome, Compression, DbStatus, Encryption, MANIFEST_FORMAT_VERSION, Manifest,
     MemberInfo, SnapshotInfo, SnapshotSource, StoredObject,
 };
+
+#[cfg(test)]
+pub(crate) use manifest::tests::sample as sample_manifest;

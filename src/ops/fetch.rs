@@ -11,6 +11,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
+use std::sync::Arc;
 use tokio::sync::mpsc;
 use tracing::info;
 
@@ -27,9 +28,18 @@ pub struct Fetched {
     pub image_sha256: [u8; 32],
 }
 
+impl Fetched {
+    /// Keep the file: it is no longer removed on drop. Returns its path.
+    pub fn keep(mut self) -> PathBuf {
+        std::mem::take(&mut self.path)
+    }
+}
+
 impl Drop for Fetched {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        if !self.path.as_os_str().is_empty() {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -99,6 +109,27 @@ pub async fn find_manifest<'a>(
     ))
 }
 
+/// age identities, shared by every fetch of one command.
+pub type Identities = Arc<Vec<Box<dyn age::Identity + Send + Sync>>>;
+
+/// Refuse early when the backup is encrypted and no identity was given.
+pub fn require_identities(m: &Manifest, identities: &Identities) -> Result<()> {
+    if let Some(enc) = &m.stored.encryption
+        && identities.is_empty()
+    {
+        return Err(Error::new(
+            Kind::Crypto,
+            format!(
+                "backup {} is encrypted to {}; pass --identity with the matching age identity \
+                 file",
+                m.id,
+                enc.recipients.join(", ")
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Fetch backup `id` of `lp` into a private file in the policy's spool directory.
 pub async fn fetch(lp: &LoadedPolicy, id: &str, identity_files: &[PathBuf]) -> Result<Fetched> {
     let id = BackupId::parse(id).ok_or_else(|| {
@@ -108,32 +139,50 @@ pub async fn fetch(lp: &LoadedPolicy, id: &str, identity_files: &[PathBuf]) -> R
         )
     })?;
     let (manifest, dest) = find_manifest(lp, &id).await?;
-    let identities = load_identities(identity_files)?;
-    if let Some(enc) = &manifest.stored.encryption
-        && identities.is_empty()
-    {
+    let identities: Identities = Arc::new(load_identities(identity_files)?);
+    require_identities(&manifest, &identities)?;
+    let dir = &lp.policy.snapshot.spool_dir;
+    super::ensure_private_dir(dir)?;
+    let path = dir.join(format!("{}-{id}.fetch.part", lp.policy.name));
+    fetch_to(manifest, dest, &identities, path).await
+}
+
+/// Stream the data object of `manifest` from `dest` through age and zstd into a new private
+/// file at `path` (never an existing one), checking every byte against the manifest. On any
+/// error the file is removed.
+pub async fn fetch_to(
+    manifest: Manifest,
+    dest: &Destination,
+    identities: &Identities,
+    path: PathBuf,
+) -> Result<Fetched> {
+    require_identities(&manifest, identities)?;
+    let id = manifest.id.clone();
+    let own_key = model::data_key(&manifest.policy, &id, manifest.stored.encryption.is_some());
+    if manifest.stored.key != own_key {
+        // A manifest must describe its own data object; one naming another's was tampered with.
+        let other = model::parse_key(&manifest.policy, &manifest.stored.key)
+            .map_or_else(|| "no backup".to_owned(), |(i, _)| i.to_string());
         return Err(Error::new(
-            Kind::Crypto,
+            Kind::Verify,
             format!(
-                "backup {id} is encrypted to {}; pass --identity with the matching age identity \
-                 file",
-                enc.recipients.join(", ")
+                "the manifest of backup {id} at destination {:?} names data object {}, which \
+                 belongs to backup {other}, not {own_key}; the manifest was altered, do not \
+                 restore from it",
+                dest.name, manifest.stored.key
             ),
         ));
     }
     let identities = if manifest.stored.encryption.is_some() {
-        identities
+        Arc::clone(identities)
     } else {
-        Vec::new()
+        Arc::new(Vec::new())
     };
-    let dir = &lp.policy.snapshot.spool_dir;
-    super::ensure_private_dir(dir)?;
-    let path = dir.join(format!("{}-{id}.fetch.part", lp.policy.name));
     let mut file = super::create_private_file(&path).map_err(|e| {
         Error::new(
             Kind::Io,
             format!(
-                "cannot create {}: {e}; snapshot.spoolDir must be writable and have room for one \
+                "cannot create {}: {e}; the directory must be writable and have room for one \
                  snapshot",
                 path.display()
             ),
@@ -173,7 +222,7 @@ pub async fn fetch(lp: &LoadedPolicy, id: &str, identity_files: &[PathBuf]) -> R
     let (tx, rx) = mpsc::channel::<Bytes>(8);
     let image_len = m.snapshot.db_size;
     let worker = tokio::task::spawn_blocking(move || {
-        let r = unseal(rx, &identities, image_len, &mut file);
+        let r = unseal(rx, &identities[..], image_len, &mut file);
         let synced = file.sync_all();
         (r, synced)
     });

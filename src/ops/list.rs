@@ -22,6 +22,21 @@ pub struct ListReport {
     pub backups: Vec<ListedBackup>,
     /// Destinations that could not be listed, unreadable manifests, missing data.
     pub problems: Vec<String>,
+    /// Data objects with no manifest: a run in progress, or one that crashed before its commit.
+    pub orphans: Vec<Orphan>,
+}
+
+/// A data object without a manifest.
+#[derive(Debug, Clone)]
+pub struct Orphan {
+    /// Destination name.
+    pub destination: String,
+    /// Key relative to the destination prefix.
+    pub key: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// When it was last written.
+    pub last_modified: chrono::DateTime<chrono::Utc>,
 }
 
 /// Read every manifest of the policy from every destination.
@@ -31,8 +46,10 @@ pub async fn list(lp: &LoadedPolicy) -> ListReport {
         futures::future::join_all(lp.destinations.iter().map(|d| list_one(d, policy))).await;
     let mut merged: BTreeMap<BackupId, ListedBackup> = BTreeMap::new();
     let mut problems = Vec::new();
-    for (d, (found, mut probs)) in lp.destinations.iter().zip(per_dest) {
+    let mut orphans = Vec::new();
+    for (d, (found, mut probs, mut orph)) in lp.destinations.iter().zip(per_dest) {
         problems.append(&mut probs);
+        orphans.append(&mut orph);
         for m in found {
             merged
                 .entry(m.id.clone())
@@ -44,13 +61,19 @@ pub async fn list(lp: &LoadedPolicy) -> ListReport {
                 .push(d.name.clone());
         }
     }
+    let mut backups: Vec<ListedBackup> = merged.into_values().collect();
+    // Newest first by start time: ids only have whole seconds.
+    backups.sort_by(|a, b| {
+        (b.manifest.started_at, &b.manifest.id).cmp(&(a.manifest.started_at, &a.manifest.id))
+    });
     ListReport {
-        backups: merged.into_values().rev().collect(),
+        backups,
         problems,
+        orphans,
     }
 }
 
-async fn list_one(d: &Destination, policy: &str) -> (Vec<Manifest>, Vec<String>) {
+async fn list_one(d: &Destination, policy: &str) -> (Vec<Manifest>, Vec<String>, Vec<Orphan>) {
     let objects = match d.list(&model::policy_prefix(policy)).await {
         Ok(o) => o,
         Err(e) => {
@@ -62,6 +85,7 @@ async fn list_one(d: &Destination, policy: &str) -> (Vec<Manifest>, Vec<String>)
                     d.url,
                     describe_store_error(&e)
                 )],
+                Vec::new(),
             );
         }
     };
@@ -71,6 +95,21 @@ async fn list_one(d: &Destination, policy: &str) -> (Vec<Manifest>, Vec<String>)
         .filter_map(|o| match model::parse_key(policy, &o.key) {
             Some((id, ObjectRole::Manifest)) => Some((id, o.key.as_str())),
             _ => None,
+        })
+        .collect();
+    let committed: std::collections::HashSet<&BackupId> =
+        manifests.iter().map(|(id, _)| id).collect();
+    let orphans = objects
+        .iter()
+        .filter(|o| {
+            matches!(model::parse_key(policy, &o.key),
+                Some((id, ObjectRole::Data)) if !committed.contains(&id))
+        })
+        .map(|o| Orphan {
+            destination: d.name.clone(),
+            key: o.key.clone(),
+            size: o.size,
+            last_modified: o.last_modified,
         })
         .collect();
     let fetched: Vec<_> = futures::stream::iter(manifests)
@@ -108,5 +147,5 @@ async fn list_one(d: &Destination, policy: &str) -> (Vec<Manifest>, Vec<String>)
             },
         }
     }
-    (found, problems)
+    (found, problems, orphans)
 }

@@ -2,11 +2,13 @@
 //! errors, and log progress through `tracing`.
 
 pub mod backup;
+pub mod etcdutl;
 pub mod fetch;
 pub mod inspect;
 pub mod keys;
 pub mod list;
 pub mod load;
+pub mod restore;
 pub mod verify;
 
 pub use backup::{BackupReport, backup};

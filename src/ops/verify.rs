@@ -3,8 +3,9 @@
 //! count-only range on the cluster at the snapshot's revision.
 
 use super::inspect::{FileReport, Hashing, Trailer, inspect_file};
+use crate::error::{Error, Kind, Result as LbResult};
 use crate::etcd::describe_etcd_error;
-use crate::model::{Check, CheckOutcome, DbStatus};
+use crate::model::{Check, CheckOutcome, DbStatus, Manifest};
 use etcd_client::{Client, GetOptions};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -150,4 +151,99 @@ async fn count_check(
         "live-key-count",
         format!("{live} live keys, as the cluster counts at revision {revision}"),
     ))
+}
+
+/// Every way `report` (a fetched or staged file) contradicts its manifest, plus every reason not
+/// to trust it at all; empty when it is the backup the manifest describes.
+pub fn against_manifest(report: &FileReport, m: &Manifest) -> Vec<String> {
+    let mut out = report.problems();
+    let sn = &m.snapshot;
+    let mut differs = |what: &str, got: String, want: String| {
+        if got != want {
+            out.push(format!("{what} is {got} but the manifest records {want}"));
+        }
+    };
+    differs(
+        "the file size",
+        report.file_size.to_string(),
+        sn.file_size.to_string(),
+    );
+    differs(
+        "the SHA-256 trailer",
+        if report.trailer == Trailer::Absent {
+            "absent"
+        } else {
+            "present"
+        }
+        .into(),
+        if sn.has_trailer { "present" } else { "absent" }.into(),
+    );
+    if !report.sha256.is_empty() {
+        differs(
+            "the database SHA-256",
+            report.sha256.clone(),
+            sn.sha256.clone(),
+        );
+    }
+    let st = &report.inspection.status;
+    match &sn.status {
+        Some(want) => {
+            differs(
+                "the status hash",
+                format!("{:08x}", st.hash),
+                format!("{:08x}", want.hash),
+            );
+            differs(
+                "the revision",
+                st.revision.to_string(),
+                want.revision.to_string(),
+            );
+            differs(
+                "totalKey",
+                st.total_key.to_string(),
+                want.total_key.to_string(),
+            );
+            differs(
+                "the live key count",
+                st.live_keys.to_string(),
+                want.live_keys.to_string(),
+            );
+            differs(
+                "the database size",
+                st.total_size.to_string(),
+                want.total_size.to_string(),
+            );
+        }
+        // Manifests written before lifeboat read snapshots hold the member's revision from just
+        // before the snapshot: the snapshot cannot be older.
+        None if st.revision_floor() < sn.revision => out.push(format!(
+            "the revision is {} but the member was at {} before the snapshot",
+            st.revision, sn.revision
+        )),
+        None => {}
+    }
+    out
+}
+
+/// Read a fetched file (hashed while fetching) and check it against its manifest.
+pub async fn prove(fetched: &super::fetch::Fetched) -> LbResult<FileReport> {
+    let path = fetched.path.clone();
+    let sha = fetched.image_sha256;
+    let report = tokio::task::spawn_blocking(move || inspect_file(&path, Hashing::Known(sha)))
+        .await
+        .map_err(|e| Error::new(Kind::Internal, format!("verification task failed: {e}")))??;
+    let problems = against_manifest(&report, &fetched.manifest);
+    if !problems.is_empty() {
+        return Err(Error::new(
+            Kind::Verify,
+            format!(
+                "backup {} from destination {:?} does not match its manifest; do not restore \
+                 from it:\n  {}",
+                fetched.manifest.id,
+                fetched.destination,
+                problems.join("\n  ")
+            ),
+        ));
+    }
+    Ok(report)
 }

@@ -729,7 +729,8 @@ struct DestUrl {
     kind: DestinationKind,
     prefix: String,
 }
-string_newtype!(DestUrl, |s| {
+/// Parse a destination URL (`s3://bucket/prefix`, `file:///dir`) into its kind and key prefix.
+pub fn parse_destination_url(s: &str) -> Result<(DestinationKind, String), String> {
     let url = url::Url::parse(s).map_err(|e| {
         format!("url {s:?}: {e}; expected s3://bucket/prefix or file:///absolute/dir")
     })?;
@@ -771,6 +772,11 @@ string_newtype!(DestUrl, |s| {
             ));
         }
     };
+    Ok((kind, prefix))
+}
+
+string_newtype!(DestUrl, |s| {
+    let (kind, prefix) = parse_destination_url(s)?;
     Ok(DestUrl {
         raw: s.to_owned(),
         kind,

@@ -191,6 +191,47 @@ impl EtcdCluster {
         cluster
     }
 
+    /// One member started on an existing data directory (a restored one), with the name and
+    /// peer URL it was restored with.
+    pub fn start_on_data_dir(data_dir: &Path, name: &str, peer_url: &str) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("lifeboat-restored-")
+            .tempdir_in(scratch_root())
+            .unwrap();
+        let c = free_port();
+        let log = std::fs::File::create(dir.path().join("restored.log")).unwrap();
+        let child = Command::new(etcd_bin())
+            .args([
+                "--name",
+                name,
+                "--data-dir",
+                data_dir.to_str().unwrap(),
+                "--listen-client-urls",
+                &format!("http://127.0.0.1:{c}"),
+                "--advertise-client-urls",
+                &format!("http://127.0.0.1:{c}"),
+                "--listen-peer-urls",
+                peer_url,
+                "--initial-advertise-peer-urls",
+                peer_url,
+            ])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let cluster = EtcdCluster {
+            members: vec![Member {
+                name: name.to_owned(),
+                client_url: format!("http://127.0.0.1:{c}"),
+                child: Some(child),
+            }],
+            dir,
+            etcdctl: etcdctl_bin(),
+        };
+        cluster.wait_healthy(&cluster.endpoints(), None);
+        cluster
+    }
+
     pub fn endpoints(&self) -> Vec<String> {
         self.members.iter().map(|m| m.client_url.clone()).collect()
     }
@@ -241,6 +282,16 @@ impl EtcdCluster {
     /// Data directory of member `i`.
     pub fn data_dir(&self, i: usize) -> PathBuf {
         self.dir.path().join(format!("m{i}.data"))
+    }
+
+    /// Stop member `i` as an operator would (SIGTERM): etcd commits its backend first.
+    pub fn stop_gracefully(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let _ = c.wait();
+        }
     }
 
     /// Kill member `i` (SIGKILL, as a crash would).
@@ -453,4 +504,48 @@ pub fn etcdctl(endpoint: &str, args: &[&str]) -> String {
         .unwrap();
     assert!(o.status.success(), "etcdctl {args:?}: {}", stderr(&o));
     stdout(&o)
+}
+
+/// Write an age identity file (0600) for `id`.
+pub fn write_identity(dir: &Path, id: &age::x25519::Identity) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(format!("key-{}.txt", free_port()));
+    std::fs::write(
+        &path,
+        format!(
+            "{}\n",
+            age::secrecy::ExposeSecret::expose_secret(&id.to_string())
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+/// Write policy `name` backing `endpoints` up to S3 bucket `bucket` (prefix `etcd`), encrypted to
+/// `recipient`, spooling in `dir/spool`.
+pub fn write_s3_policy(
+    dir: &Path,
+    name: &str,
+    endpoints: &[String],
+    bucket: &str,
+    recipient: &str,
+) -> PathBuf {
+    let eps: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(
+        &path,
+        format!(
+            "apiVersion: lifeboat/v1\nkind: BackupPolicy\nmetadata: {{name: {name}}}\nspec:\n  \
+             cluster: {{endpoints: [{}], selection: {{statusTimeout: 2s}}}}\n  snapshot: {{spoolDir: \
+             {}}}\n  encryption: {{recipients: [\"{recipient}\"]}}\n  destinations:\n    - {{name: \
+             s3, url: \"s3://{bucket}/etcd\", options: {{endpoint: \"{}\", region: us-east-1, \
+             allowHttp: true}}}}\n",
+            eps.join(", "),
+            dir.join("spool").display(),
+            s3_endpoint()
+        ),
+    )
+    .unwrap();
+    path
 }

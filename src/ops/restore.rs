@@ -1,0 +1,554 @@
+//! Staging a snapshot for recovery: choose a backup (or take a local file), fetch, decrypt and
+//! decompress it into `OUTPUT.part` (0600), prove it against its manifest (trailer, SHA-256,
+//! bbolt structure, status), fsync, and only then rename it to `OUTPUT`. Nothing is left at
+//! `OUTPUT` unless every check passed, and an existing `OUTPUT` is only replaced with `force`.
+
+use super::LoadedPolicy;
+use super::fetch::{Identities, fetch_to};
+use super::inspect::{FileReport, Hashing, Trailer, inspect_file};
+use super::list::{ListedBackup, list};
+use super::verify::prove;
+use crate::error::{Error, Kind, Result};
+use crate::etcddb;
+use crate::model::{self, Manifest, ObjectRole};
+use crate::policy::{DestinationKind, DestinationSpec, parse_destination_url};
+use crate::runbook::{RestoreParams, RunbookInput, Target};
+use crate::store::{Destination, describe_store_error};
+use chrono::{DateTime, NaiveDate, Utc};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use tracing::{info, warn};
+
+/// Which backup of a policy to restore.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selector {
+    /// The newest.
+    Latest,
+    /// This id.
+    Id(String),
+    /// The newest started strictly before this time.
+    Before(DateTime<Utc>),
+}
+
+/// Parse `--before`: RFC 3339 (`2026-11-20T10:00:00Z`), a date (`2026-11-20`, midnight UTC), or
+/// a duration back from `now` (`6h`, `2days`).
+pub fn parse_before(s: &str, now: DateTime<Utc>) -> std::result::Result<DateTime<Utc>, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return Ok(d.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc());
+    }
+    if let Ok(d) = humantime::parse_duration(s) {
+        let d = chrono::Duration::from_std(d).map_err(|e| format!("{s:?}: {e}"))?;
+        return now
+            .checked_sub_signed(d)
+            .ok_or_else(|| format!("{s:?} reaches before the start of time"));
+    }
+    Err(format!(
+        "{s:?} is not a time: use RFC 3339 (2026-11-20T10:00:00Z), a date (2026-11-20, UTC) or \
+         a duration back from now (6h, 2days)"
+    ))
+}
+
+/// Pick a backup from a newest-first list. Pure.
+pub fn pick(backups: &[ListedBackup], sel: &Selector) -> std::result::Result<usize, String> {
+    let newest = backups.first().map_or(String::new(), |b| {
+        format!("; the newest is {}", b.manifest.id)
+    });
+    match sel {
+        Selector::Latest if backups.is_empty() => Err("there are no backups".into()),
+        Selector::Latest => Ok(0),
+        Selector::Id(id) => backups
+            .iter()
+            .position(|b| b.manifest.id.as_str() == id)
+            .ok_or_else(|| format!("there is no backup {id}{newest}")),
+        Selector::Before(t) => backups
+            .iter()
+            .position(|b| b.manifest.started_at < *t)
+            .ok_or_else(|| {
+                format!(
+                    "no backup started before {}{newest}",
+                    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                )
+            }),
+    }
+}
+
+/// A backup chosen for restore and where it will be read from.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub manifest: Manifest,
+    /// The destination to read it from.
+    pub destination: Destination,
+    /// Every destination holding it.
+    pub held_by: Vec<String>,
+}
+
+/// Choose a backup of `lp` by `sel`, from the manifests at its destinations.
+pub async fn choose(lp: &LoadedPolicy, sel: &Selector) -> Result<Source> {
+    let report = list(lp).await;
+    let i = pick(&report.backups, sel).map_err(|why| {
+        let problems = if report.problems.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; some destinations had problems:\n  {}",
+                report.problems.join("\n  ")
+            )
+        };
+        Error::new(
+            if report.problems.is_empty() {
+                Kind::Policy
+            } else {
+                Kind::Storage
+            },
+            format!(
+                "policy {}: {why}{problems}\nsee `lifeboat list --policy ...`",
+                lp.policy.name
+            ),
+        )
+    })?;
+    for p in &report.problems {
+        warn!(problem = %p, "Listing found a problem");
+    }
+    let chosen = &report.backups[i];
+    let destination = lp
+        .destinations
+        .iter()
+        .find(|d| chosen.destinations.contains(&d.name))
+        .expect("a listed backup is held by a destination of the policy")
+        .clone();
+    Ok(Source {
+        manifest: chosen.manifest.clone(),
+        destination,
+        held_by: chosen.destinations.clone(),
+    })
+}
+
+/// Resolve `--from URL`: a backup's manifest or data object, e.g.
+/// `s3://bucket/prefix/<policy>/<id>.manifest.json`. S3 credentials and endpoint come from the
+/// environment (`AWS_*`), as for a policy destination without options.
+pub async fn from_url(url: &str) -> Result<Source> {
+    let bad = |why: String| {
+        Error::new(
+            Kind::Usage,
+            format!(
+                "--from {url:?}: {why}; expected the URL of a backup's manifest or data object, \
+                 e.g. s3://bucket/prefix/POLICY/ID.manifest.json or \
+                 file:///backups/POLICY/ID.manifest.json"
+            ),
+        )
+    };
+    let (kind, prefix) = parse_destination_url(url).map_err(bad)?;
+    // Split ".../<policy>/<file>" into the destination (what comes before) and the key.
+    let (kind, prefix, policy, file) = match kind {
+        DestinationKind::S3 { bucket } => {
+            let mut parts: Vec<&str> = prefix.split('/').collect();
+            let (Some(file), Some(policy)) = (parts.pop(), parts.pop()) else {
+                return Err(bad("it does not name an object under a policy".into()));
+            };
+            (
+                DestinationKind::S3 { bucket },
+                parts.join("/"),
+                policy.to_owned(),
+                file.to_owned(),
+            )
+        }
+        DestinationKind::Local { path } => {
+            let name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned());
+            let parent = path.parent().and_then(Path::parent);
+            let (Some(file), Some(policy), Some(base)) =
+                (name(&path), path.parent().and_then(name), parent)
+            else {
+                return Err(bad(
+                    "it does not name a file under a policy directory".into()
+                ));
+            };
+            (
+                DestinationKind::Local {
+                    path: base.to_owned(),
+                },
+                String::new(),
+                policy,
+                file,
+            )
+        }
+    };
+    let key = format!("{policy}/{file}");
+    let (id, role) = model::parse_key(&policy, &key)
+        .ok_or_else(|| bad(format!("{file:?} is not a lifeboat object")))?;
+    let base_url = match &kind {
+        DestinationKind::S3 { bucket } if prefix.is_empty() => format!("s3://{bucket}"),
+        DestinationKind::S3 { bucket } => format!("s3://{bucket}/{prefix}"),
+        DestinationKind::Local { path } => format!("file://{}", path.display()),
+    };
+    let spec = DestinationSpec {
+        name: "from".into(),
+        url: base_url,
+        kind,
+        prefix,
+        options: BTreeMap::new(),
+    };
+    let destination = Destination::build(&spec, &BTreeMap::new())
+        .map_err(|e| Error::new(Kind::Storage, format!("--from {url:?}: {e}")))?;
+    let manifest_key = model::manifest_key(&policy, &id);
+    let body = destination.get_small(&manifest_key).await.map_err(|e| {
+        let hint = if role == ObjectRole::Data {
+            "; a data object without a manifest was never committed and must not be restored"
+        } else {
+            ""
+        };
+        Error::new(
+            Kind::Storage,
+            format!(
+                "--from {url:?}: reading manifest {manifest_key}: {}{hint}",
+                describe_store_error(&e)
+            ),
+        )
+    })?;
+    let manifest = Manifest::from_json(&body).map_err(|e| {
+        Error::new(
+            Kind::Verify,
+            format!("--from {url:?}: manifest {manifest_key} is unreadable: {e}"),
+        )
+    })?;
+    if manifest.id != id || manifest.policy != policy {
+        return Err(Error::new(
+            Kind::Verify,
+            format!(
+                "--from {url:?}: manifest {manifest_key} describes backup {} of policy {:?}, not \
+                 {id} of {policy:?}; it was moved or swapped and cannot be trusted",
+                manifest.id, manifest.policy
+            ),
+        ));
+    }
+    Ok(Source {
+        manifest,
+        held_by: vec![destination.name.clone()],
+        destination,
+    })
+}
+
+/// Where to stage.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub path: PathBuf,
+    /// Replace an existing file.
+    pub force: bool,
+}
+
+impl Output {
+    fn part(&self) -> PathBuf {
+        let mut p = self.path.clone().into_os_string();
+        p.push(".part");
+        PathBuf::from(p)
+    }
+
+    /// Refuse early (before any download) when the output cannot be written.
+    pub fn preflight(&self) -> Result<()> {
+        let p = &self.path;
+        if p.is_dir() {
+            return Err(Error::new(
+                Kind::Usage,
+                format!(
+                    "--output {} is a directory; give a file path, e.g. {}/db.snapshot",
+                    p.display(),
+                    p.display()
+                ),
+            ));
+        }
+        if p.exists() && !self.force {
+            return Err(Error::new(
+                Kind::Usage,
+                format!(
+                    "--output {} already exists; choose another path, or pass --force to replace \
+                     it once the new snapshot is verified",
+                    p.display()
+                ),
+            ));
+        }
+        let parent = parent_dir(p);
+        if !parent.is_dir() {
+            return Err(Error::new(
+                Kind::Io,
+                format!(
+                    "directory {} does not exist; create it or choose another --output",
+                    parent.display()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Create `OUTPUT.part`, replacing one left by an interrupted restore.
+    fn create_part(&self) -> Result<PathBuf> {
+        let part = self.part();
+        if part.exists() {
+            warn!(path = %part.display(), "Removing a partial file left by an earlier restore");
+            std::fs::remove_file(&part)
+                .map_err(|e| io_err(&part, "cannot remove the stale partial file", e))?;
+        }
+        Ok(part)
+    }
+}
+
+fn parent_dir(p: &Path) -> &Path {
+    p.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+fn io_err(path: &Path, what: &str, e: std::io::Error) -> Error {
+    Error::new(Kind::Io, format!("{what} {}: {e}", path.display()))
+}
+
+/// A staged, verified snapshot.
+#[derive(Debug, Clone)]
+pub struct Staged {
+    /// Where it is (absolute when the output was).
+    pub path: PathBuf,
+    /// The check of the staged bytes.
+    pub report: FileReport,
+    /// The backup it came from (none for `--from-file`).
+    pub manifest: Option<Manifest>,
+    /// The destination it was read from.
+    pub destination: Option<String>,
+}
+
+impl Staged {
+    /// The file has no trailer, so etcdutl/talosctl need their skip-hash-check flags.
+    pub fn needs_skip_hash_check(&self) -> bool {
+        self.report.trailer == Trailer::Absent
+    }
+
+    /// What the runbook needs, with `params` from the command line.
+    pub fn runbook_input(
+        &self,
+        target: Target,
+        node: Option<String>,
+        mut params: RestoreParams,
+    ) -> RunbookInput {
+        let st = &self.report.inspection.status;
+        params.skip_hash_check = self.needs_skip_hash_check();
+        let path = std::path::absolute(&self.path).unwrap_or_else(|_| self.path.clone());
+        RunbookInput {
+            target,
+            snapshot: path.to_string_lossy().into_owned(),
+            backup_id: self.manifest.as_ref().map(|m| m.id.to_string()),
+            revision: st.revision,
+            hash: st.hash,
+            total_key: st.total_key,
+            live_keys: st.live_keys,
+            etcd_version: self
+                .manifest
+                .as_ref()
+                .map(|m| m.member.etcd_version.clone())
+                .filter(|v| !v.is_empty()),
+            node,
+            params,
+        }
+    }
+}
+
+/// Removes `OUTPUT.part` unless disarmed.
+struct PartGuard(Option<PathBuf>);
+impl Drop for PartGuard {
+    fn drop(&mut self) {
+        if let Some(p) = &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Fetch `src` into `out`, proving it against its manifest first.
+pub async fn stage_backup(src: Source, identities: &Identities, out: &Output) -> Result<Staged> {
+    out.preflight()?;
+    let part = out.create_part()?;
+    let id = src.manifest.id.clone();
+    info!(backup = %id, destination = %src.destination.name, output = %out.path.display(), "Staging backup");
+    let fetched = fetch_to(src.manifest, &src.destination, identities, part).await?;
+    let report = prove(&fetched).await?;
+    let manifest = fetched.manifest.clone();
+    let destination = fetched.destination.clone();
+    let guard = PartGuard(Some(fetched.keep()));
+    publish(guard, out)?;
+    Ok(Staged {
+        path: out.path.clone(),
+        report: FileReport {
+            path: out.path.clone(),
+            ..report
+        },
+        manifest: Some(manifest),
+        destination: Some(destination),
+    })
+}
+
+/// Explain why a file without a trailer is refused without `--skip-hash-check`.
+pub fn refuse_trailerless(path: &Path, size: u64) -> Error {
+    Error::new(
+        Kind::Usage,
+        format!(
+            "{} has no SHA-256 trailer (its size {size} is not 32 more than a multiple of 512), \
+             so its bytes cannot be proven by digest. A copy of a data directory's \
+             member/snap/db looks like this; so does a snapshot cut short. If it is a \
+             data-directory copy, rerun with --skip-hash-check: lifeboat still checks its bbolt \
+             structure and status, and the runbook adds the skip flag etcdutl and talosctl need",
+            path.display()
+        ),
+    )
+}
+
+/// Copy a local snapshot (or `member/snap/db` copy) to `out`, checking the copy.
+pub async fn stage_file(file: &Path, skip_hash_check: bool, out: &Output) -> Result<Staged> {
+    out.preflight()?;
+    let size = std::fs::metadata(file)
+        .map_err(|e| io_err(file, "cannot read", e))?
+        .len();
+    if !etcddb::has_trailer(size) && !skip_hash_check {
+        return Err(refuse_trailerless(file, size));
+    }
+    if std::fs::canonicalize(file).ok() == std::fs::canonicalize(&out.path).ok() {
+        return Err(Error::new(
+            Kind::Usage,
+            format!("--output {} is the input file itself", out.path.display()),
+        ));
+    }
+    let part = out.create_part()?;
+    let guard = PartGuard(Some(part.clone()));
+    let src = file.to_owned();
+    let report = tokio::task::spawn_blocking(move || -> Result<FileReport> {
+        let mut from = std::fs::File::open(&src).map_err(|e| io_err(&src, "cannot open", e))?;
+        let mut to =
+            super::create_private_file(&part).map_err(|e| io_err(&part, "cannot create", e))?;
+        std::io::copy(&mut from, &mut to)
+            .and_then(|_| to.sync_all())
+            .map_err(|e| io_err(&part, "copying the snapshot to", e))?;
+        // Check the copy, not the source: these are the bytes that will be restored.
+        inspect_file(&part, Hashing::Compute)
+    })
+    .await
+    .map_err(|e| Error::new(Kind::Internal, format!("staging task failed: {e}")))??;
+    let problems = report.problems();
+    if !problems.is_empty() {
+        return Err(Error::new(
+            Kind::Verify,
+            format!(
+                "{} failed its checks; nothing was staged:\n  {}",
+                file.display(),
+                problems.join("\n  ")
+            ),
+        ));
+    }
+    if report.file_size != size {
+        return Err(Error::new(
+            Kind::Io,
+            format!(
+                "{} changed size while it was copied ({size} -> {} bytes); copy it from a \
+                 stopped member and try again",
+                file.display(),
+                report.file_size
+            ),
+        ));
+    }
+    publish(guard, out)?;
+    Ok(Staged {
+        path: out.path.clone(),
+        report: FileReport {
+            path: out.path.clone(),
+            ..report
+        },
+        manifest: None,
+        destination: None,
+    })
+}
+
+/// Move the verified `.part` into place: atomically, never over an existing file unless
+/// `force`, then fsync the directory so the name survives a crash.
+fn publish(mut guard: PartGuard, out: &Output) -> Result<()> {
+    let part = guard.0.clone().expect("armed");
+    let target = &out.path;
+    if out.force {
+        std::fs::rename(&part, target).map_err(|e| io_err(target, "cannot rename into", e))?;
+    } else {
+        use rustix::fs::{CWD, RenameFlags, renameat_with};
+        match renameat_with(CWD, &part, CWD, target, RenameFlags::NOREPLACE) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::EXIST) => {
+                return Err(Error::new(
+                    Kind::Usage,
+                    format!(
+                        "{} appeared while the backup was being staged; it was left alone. \
+                         Choose another --output or pass --force",
+                        target.display()
+                    ),
+                ));
+            }
+            // Filesystems without RENAME_NOREPLACE: a hard link also refuses to replace.
+            Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {
+                std::fs::hard_link(&part, target)
+                    .map_err(|e| io_err(target, "cannot create", e))?;
+                let _ = std::fs::remove_file(&part);
+            }
+            Err(e) => return Err(io_err(target, "cannot rename into", e.into())),
+        }
+    }
+    guard.0 = None;
+    std::fs::File::open(parent_dir(target))
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_err(parent_dir(target), "cannot sync directory", e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn before_accepts_times_dates_and_durations() {
+        let now = Utc.with_ymd_and_hms(2026, 11, 21, 12, 0, 0).unwrap();
+        assert_eq!(
+            parse_before("2026-11-20T10:00:00+01:00", now).unwrap(),
+            Utc.with_ymd_and_hms(2026, 11, 20, 9, 0, 0).unwrap()
+        );
+        assert_eq!(
+            parse_before("2026-11-20", now).unwrap(),
+            Utc.with_ymd_and_hms(2026, 11, 20, 0, 0, 0).unwrap()
+        );
+        assert_eq!(
+            parse_before("6h", now).unwrap(),
+            Utc.with_ymd_and_hms(2026, 11, 21, 6, 0, 0).unwrap()
+        );
+        assert!(parse_before("yesterday", now).is_err());
+    }
+
+    fn listed(hour: u32) -> ListedBackup {
+        let mut m = model::sample_manifest();
+        m.started_at = Utc.with_ymd_and_hms(2026, 11, 21, hour, 0, 0).unwrap();
+        m.id = model::BackupId::new(m.started_at, hour);
+        ListedBackup {
+            manifest: m,
+            destinations: vec!["s3".into()],
+        }
+    }
+
+    #[test]
+    fn pick_latest_id_and_before() {
+        let backups = [listed(12), listed(8), listed(4)]; // newest first, as listed
+        assert_eq!(pick(&backups, &Selector::Latest), Ok(0));
+        let id = backups[2].manifest.id.to_string();
+        assert_eq!(pick(&backups, &Selector::Id(id)), Ok(2));
+        let at = |h| Utc.with_ymd_and_hms(2026, 11, 21, h, 0, 0).unwrap();
+        assert_eq!(pick(&backups, &Selector::Before(at(9))), Ok(1));
+        // Strictly before: a backup started at 08:00 is not "before 08:00".
+        assert_eq!(pick(&backups, &Selector::Before(at(8))), Ok(2));
+        let err = pick(&backups, &Selector::Before(at(3))).unwrap_err();
+        assert!(
+            err.contains("no backup started before 2026-11-21T03:00:00Z"),
+            "{err}"
+        );
+        assert!(pick(&[], &Selector::Latest).is_err());
+        assert!(pick(&backups, &Selector::Id("nope".into())).is_err());
+    }
+}

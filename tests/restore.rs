@@ -1,0 +1,406 @@
+//! Guided restore against real etcd and a real S3 server: a wiped cluster comes back with every
+//! key, damaged or mismatched backups are refused with nothing staged, and data-directory
+//! copies need --skip-hash-check.
+
+mod common;
+
+use common::*;
+use etcd_client::{Client, GetOptions};
+use object_store::{ObjectStoreExt, PutPayload};
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Every key and value at `rev` (0: now).
+async fn all_kvs(endpoints: &[String], rev: i64) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let mut c = Client::connect(endpoints, None).await.unwrap();
+    let mut opts = GetOptions::new().with_range(vec![0u8]);
+    if rev > 0 {
+        opts = opts.with_revision(rev);
+    }
+    let r = c.get(vec![0u8], Some(opts)).await.unwrap();
+    r.kvs()
+        .iter()
+        .map(|kv| (kv.key().to_vec(), kv.value().to_vec()))
+        .collect()
+}
+
+fn backup(policy: &Path) -> serde_json::Value {
+    let o = lifeboat(&["backup", "--policy", policy.to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "backup: {}", stderr(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn part_of(p: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.part", p.display()))
+}
+
+/// Restore the staged snapshot with etcdctl (3.4) into a new data dir; returns (dir, peer URL).
+fn etcdctl_restore(snapshot: &Path, dir: &Path, extra: &[&str]) -> (PathBuf, String) {
+    let data = dir.join(format!("restored-{}", free_port()));
+    let peer = format!("http://127.0.0.1:{}", free_port());
+    let o = Command::new(etcdctl_bin())
+        .env("ETCDCTL_API", "3")
+        .args(["snapshot", "restore", snapshot.to_str().unwrap()])
+        .args(["--name", "r1", "--data-dir", data.to_str().unwrap()])
+        .args(["--initial-cluster", &format!("r1={peer}")])
+        .args(["--initial-advertise-peer-urls", &peer])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "etcdctl snapshot restore: {}",
+        stderr(&o)
+    );
+    (data, peer)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wiped_cluster_comes_back_with_every_key() {
+    let cluster = EtcdCluster::start(3);
+    cluster.load("/registry/pods/", 500, 300).await;
+    let mut c = Client::connect(cluster.endpoints(), None).await.unwrap();
+    for i in 0..50 {
+        c.put(format!("/registry/pods/{i:06}"), format!("v2-{i}"), None)
+            .await
+            .unwrap();
+    }
+    c.delete("/registry/pods/000400", None).await.unwrap();
+    c.put("bin\u{0}key", vec![0u8, 255, 1], None).await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = bucket_name("restore");
+    create_bucket(&bucket);
+    let (id, rcpt) = age_key();
+    let key = write_identity(dir.path(), &id);
+    let policy = write_s3_policy(dir.path(), "prod", &cluster.endpoints(), &bucket, &rcpt);
+    let first = backup(&policy);
+    let b = backup(&policy);
+    let rev = b["manifest"]["snapshot"]["revision"].as_i64().unwrap();
+    let want = all_kvs(&cluster.endpoints(), rev).await;
+    assert_eq!(want.len(), 500);
+    // Written after the backup: must not come back.
+    c.put("/after/backup", "no", None).await.unwrap();
+    drop(c);
+    drop(cluster); // the disaster: every member and its data is gone
+
+    let out = dir.path().join("db.snapshot");
+    let restore = |extra: &[&str]| {
+        let mut args = vec![
+            "restore",
+            "--policy",
+            policy.to_str().unwrap(),
+            "--identity",
+            key.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        lifeboat(&args)
+    };
+    // No terminal and no --yes: nothing happens.
+    let o = restore(&[]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--yes"), "{}", stderr(&o));
+    assert!(!out.exists());
+
+    let o = restore(&["--yes", "--json", "--target", "talos", "--node", "10.5.0.2"]);
+    assert!(o.status.success(), "restore: {}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["staged"]["backup"], b["id"], "--latest is the newest");
+    assert_eq!(r["staged"]["revision"].as_i64(), Some(rev));
+    assert_eq!(r["staged"]["skipHashCheck"], false);
+    let abs = std::path::absolute(&out).unwrap();
+    let cmds = r["runbook"]["steps"].to_string();
+    assert!(
+        cmds.contains(&format!(
+            "talosctl -n 10.5.0.2 bootstrap --recover-from={}",
+            abs.display()
+        )),
+        "{cmds}"
+    );
+    assert!(!cmds.contains("skip-hash-check"));
+    let meta = std::fs::metadata(&out).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert!(!part_of(&out).exists());
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("spool")).unwrap().count(),
+        0,
+        "no plaintext left in the spool"
+    );
+    // etcd's own tools accept it: status as the manifest says, and a full restore.
+    let st = etcdctl_status(&out);
+    let ms = &b["manifest"]["snapshot"]["status"];
+    for f in ["hash", "revision", "totalKey", "totalSize"] {
+        assert_eq!(st[f], ms[f], "{f}");
+    }
+    let (data, peer) = etcdctl_restore(&out, dir.path(), &[]);
+    let restored = EtcdCluster::start_on_data_dir(&data, "r1", &peer);
+    let got = all_kvs(&restored.endpoints(), 0).await;
+    assert_eq!(got.len(), want.len());
+    assert!(
+        got == want,
+        "every key and value written before the backup is back"
+    );
+    drop(restored);
+
+    // An existing output is never replaced without --force, and is left as it was.
+    std::fs::write(&out, b"keep me").unwrap();
+    let first_id = first["id"].as_str().unwrap();
+    let o = restore(&["--yes", "--id", first_id]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--force"), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&out).unwrap(), b"keep me");
+    let o = restore(&["--yes", "--id", first_id, "--force"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        etcdctl_status(&out)["revision"],
+        first["manifest"]["snapshot"]["revision"]
+    );
+    // --before picks the newest backup started before the time.
+    std::fs::remove_file(&out).unwrap();
+    let o = restore(&["--yes", "--before", "2000-01-01"]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no backup started before"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!out.exists());
+}
+
+/// Replace an S3 object's bytes.
+async fn put(bucket: &str, key: &str, bytes: Vec<u8>) {
+    s3_store(bucket)
+        .put(&key.into(), PutPayload::from(bytes))
+        .await
+        .unwrap();
+}
+
+async fn get(bucket: &str, key: &str) -> Vec<u8> {
+    s3_store(bucket)
+        .get(&key.into())
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+        .to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn damaged_or_mismatched_backups_are_refused_and_nothing_is_staged() {
+    let cluster = EtcdCluster::start(3);
+    cluster.load("/k/", 300, 200).await;
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = bucket_name("restore-damage");
+    create_bucket(&bucket);
+    let (id, rcpt) = age_key();
+    let key = write_identity(dir.path(), &id);
+    let (other, _) = age_key();
+    let wrong_key = write_identity(dir.path(), &other);
+    let policy = write_s3_policy(dir.path(), "prod", &cluster.endpoints(), &bucket, &rcpt);
+    let a = backup(&policy);
+    cluster.load("/more/", 50, 10).await;
+    let b = backup(&policy);
+    let out = dir.path().join("staged.db");
+    let try_restore = |id: &str, identity: &Path| {
+        lifeboat(&[
+            "restore",
+            "--policy",
+            policy.to_str().unwrap(),
+            "--id",
+            id,
+            "--identity",
+            identity.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--yes",
+        ])
+    };
+    let nothing_staged = |what: &str| {
+        assert!(!out.exists(), "{what}: nothing at the output");
+        assert!(!part_of(&out).exists(), "{what}: no partial file");
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("spool")).unwrap().count(),
+            0,
+            "{what}: spool empty"
+        );
+    };
+    let b_id = b["id"].as_str().unwrap();
+    let data_key = format!("etcd/{}", b["manifest"]["stored"]["key"].as_str().unwrap());
+    let manifest_key = format!("etcd/prod/{b_id}.manifest.json");
+    let good = get(&bucket, &data_key).await;
+    let good_manifest = get(&bucket, &manifest_key).await;
+
+    // The wrong identity.
+    let o = try_restore(b_id, &wrong_key);
+    assert_eq!(o.status.code(), Some(7), "wrong identity: {}", stderr(&o));
+    assert!(stderr(&o).contains("identity"), "{}", stderr(&o));
+    nothing_staged("wrong identity");
+
+    // One flipped byte in the stored object.
+    let mut flipped = good.clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0x40;
+    put(&bucket, &data_key, flipped).await;
+    let o = try_restore(b_id, &key);
+    assert_eq!(o.status.code(), Some(5), "flipped byte: {}", stderr(&o));
+    assert!(
+        stderr(&o).contains("does not match its manifest"),
+        "{}",
+        stderr(&o)
+    );
+    nothing_staged("flipped byte");
+
+    // A truncated object (listing sees the size: the backup is not offered at all).
+    put(&bucket, &data_key, good[..good.len() - 1000].to_vec()).await;
+    let o = try_restore(b_id, &key);
+    assert_ne!(o.status.code(), Some(0), "truncated: {}", stderr(&o));
+    assert!(stderr(&o).contains("is damaged there"), "{}", stderr(&o));
+    nothing_staged("truncated");
+    put(&bucket, &data_key, good.clone()).await;
+
+    // A manifest whose snapshot facts are another backup's.
+    let mut swapped: serde_json::Value = serde_json::from_slice(&good_manifest).unwrap();
+    swapped["snapshot"] = a["manifest"]["snapshot"].clone();
+    put(
+        &bucket,
+        &manifest_key,
+        serde_json::to_vec(&swapped).unwrap(),
+    )
+    .await;
+    let o = try_restore(b_id, &key);
+    assert_eq!(o.status.code(), Some(5), "swapped manifest: {}", stderr(&o));
+    nothing_staged("swapped manifest");
+
+    // A manifest pointing at another backup's data object.
+    let mut pointing: serde_json::Value = serde_json::from_slice(&good_manifest).unwrap();
+    pointing["stored"] = a["manifest"]["stored"].clone();
+    pointing["snapshot"] = a["manifest"]["snapshot"].clone();
+    put(
+        &bucket,
+        &manifest_key,
+        serde_json::to_vec(&pointing).unwrap(),
+    )
+    .await;
+    let o = try_restore(b_id, &key);
+    assert_eq!(
+        o.status.code(),
+        Some(5),
+        "foreign data object: {}",
+        stderr(&o)
+    );
+    assert!(stderr(&o).contains("belongs to backup"), "{}", stderr(&o));
+    nothing_staged("foreign data object");
+
+    // Repaired, it restores; --from with the manifest URL finds it without a policy.
+    put(&bucket, &manifest_key, good_manifest).await;
+    let url = format!("s3://{bucket}/{manifest_key}");
+    let ep = s3_endpoint();
+    let o = Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+        .args(["restore", "--from", &url, "--identity"])
+        .arg(&key)
+        .arg("--output")
+        .arg(&out)
+        .args(["--yes", "--json"])
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ENDPOINT", &ep)
+        .env("AWS_ALLOW_HTTP", "true")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "--from: {}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["staged"]["backup"].as_str(), Some(b_id));
+    assert_eq!(
+        etcdctl_status(&out)["revision"],
+        b["manifest"]["snapshot"]["revision"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn data_dir_copy_needs_skip_hash_check_and_then_restores() {
+    let mut cluster = EtcdCluster::start(3);
+    cluster.load("/registry/", 400, 100).await;
+    let want = all_kvs(&cluster.endpoints(), 0).await;
+    cluster.stop_gracefully(0);
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("member-db-copy");
+    std::fs::copy(cluster.data_dir(0).join("member/snap/db"), &copy).unwrap();
+    drop(cluster);
+
+    let out = dir.path().join("staged.db");
+    let data = dir.path().join("restored");
+    let peer = format!("http://127.0.0.1:{}", free_port());
+    let initial = format!("r1={peer}");
+    let args = |skip: bool| {
+        let mut v = vec![
+            "restore",
+            "--from-file",
+            copy.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+            "--yes",
+            "--json",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--exec",
+            "--name",
+            "r1",
+            "--initial-cluster",
+            &initial,
+            "--initial-advertise-peer-urls",
+            &peer,
+        ];
+        if skip {
+            v.push("--skip-hash-check");
+        }
+        lifeboat(&v)
+    };
+    let o = args(false);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--skip-hash-check"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("member/snap/db"), "{}", stderr(&o));
+    assert!(!out.exists() && !part_of(&out).exists() && !data.exists());
+
+    let o = args(true);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["staged"]["skipHashCheck"], true);
+    assert_eq!(r["runbook"]["skipHashCheck"], true);
+    assert!(
+        r["runbook"]["steps"]
+            .to_string()
+            .contains("--skip-hash-check")
+    );
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        std::fs::read(&copy).unwrap(),
+        "the copy is staged byte for byte"
+    );
+    let restored = EtcdCluster::start_on_data_dir(&data, "r1", &peer);
+    assert!(all_kvs(&restored.endpoints(), 0).await == want);
+    drop(restored);
+
+    // --exec never restores over existing data.
+    std::fs::remove_file(&out).unwrap();
+    let o = args(true);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("not empty"), "{}", stderr(&o));
+    assert!(!out.exists(), "refused before staging");
+
+    // A damaged copy is refused even with the flag.
+    std::fs::remove_dir_all(&data).unwrap();
+    let mut bytes = std::fs::read(&copy).unwrap();
+    let ps = 4096;
+    bytes[ps * 2..ps * 3].fill(0xa5); // a page of the tree overwritten
+    bytes.truncate(bytes.len() - 100); // and the end cut off
+    std::fs::write(&copy, &bytes).unwrap();
+    let o = args(true);
+    assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
+    assert!(!out.exists() && !part_of(&out).exists() && !data.exists());
+}
