@@ -22,6 +22,7 @@ macro_rules! out {
     }};
 }
 
+mod check;
 mod inspect;
 mod restore;
 
@@ -108,6 +109,10 @@ enum Command {
     /// proves it against its manifest (SHA-256 trailer, bbolt structure, status), fsyncs, and
     /// renames it to OUTPUT. Then prints the steps for --target.
     Restore(Box<restore::RestoreArgs>),
+    /// Prove stored backups: download, decrypt, decompress and verify each against its manifest.
+    ///
+    /// Nothing is staged; exit code 5 when any backup fails (or the drill does).
+    Check(check::CheckArgs),
     /// Manage age keys.
     Key {
         #[command(subcommand)]
@@ -201,6 +206,10 @@ async fn dispatch(cmd: Command) -> u8 {
         },
         Command::Restore(a) => match restore::restore(*a).await {
             Ok(()) => 0,
+            Err(e) => fail(&e),
+        },
+        Command::Check(a) => match check::check(a).await {
+            Ok(code) => code,
             Err(e) => fail(&e),
         },
         Command::Key {

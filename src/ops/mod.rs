@@ -2,6 +2,8 @@
 //! errors, and log progress through `tracing`.
 
 pub mod backup;
+pub mod check;
+pub mod drill;
 pub mod etcdutl;
 pub mod fetch;
 pub mod inspect;
