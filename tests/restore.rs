@@ -500,3 +500,85 @@ async fn check_finds_the_corrupted_backup_and_the_drill_restores_the_newest() {
         "the drill cleaned up"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backup_from_file_ships_a_copy_that_restores() {
+    let mut cluster = EtcdCluster::start(3);
+    cluster.load("/registry/", 200, 100).await;
+    let dir = tempfile::tempdir().unwrap();
+    let saved = dir.path().join("saved.db");
+    etcdctl(
+        &cluster.endpoints()[1],
+        &["snapshot", "save", saved.to_str().unwrap()],
+    );
+    cluster.stop_gracefully(0);
+    let copy = dir.path().join("db-copy");
+    std::fs::copy(cluster.data_dir(0).join("member/snap/db"), &copy).unwrap();
+    let endpoints = cluster.endpoints();
+    drop(cluster); // no member can serve a snapshot any more
+
+    let bucket = bucket_name("from-file");
+    create_bucket(&bucket);
+    let (id, rcpt) = age_key();
+    let key = write_identity(dir.path(), &id);
+    let policy = write_s3_policy(dir.path(), "prod", &endpoints, &bucket, &rcpt);
+    let ship = |file: &Path, skip: bool| {
+        let mut args = vec![
+            "backup",
+            "--policy",
+            policy.to_str().unwrap(),
+            "--from-file",
+            file.to_str().unwrap(),
+            "--json",
+        ];
+        if skip {
+            args.push("--skip-hash-check");
+        }
+        lifeboat(&args)
+    };
+    let o = ship(&copy, false);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(list_objects(&bucket).await.is_empty(), "nothing uploaded");
+
+    let o = ship(&saved, false);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let from_snapshot: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(from_snapshot["manifest"]["snapshot"]["hasTrailer"], true);
+
+    let o = ship(&copy, true);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let b: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let sn = &b["manifest"]["snapshot"];
+    assert_eq!(sn["source"], "file");
+    assert_eq!(sn["hasTrailer"], false);
+    assert_eq!(sn["status"]["liveKeys"].as_u64(), Some(200));
+
+    let out = dir.path().join("staged.db");
+    let o = lifeboat(&[
+        "restore",
+        "--policy",
+        policy.to_str().unwrap(),
+        "--identity",
+        key.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--yes",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["staged"]["backup"], b["id"]);
+    assert_eq!(r["runbook"]["skipHashCheck"], true);
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&copy).unwrap());
+}
+
+async fn list_objects(bucket: &str) -> Vec<String> {
+    use futures::TryStreamExt;
+    use object_store::ObjectStore;
+    s3_store(bucket)
+        .list(None)
+        .map_ok(|m| m.location.to_string())
+        .try_collect()
+        .await
+        .unwrap()
+}

@@ -52,6 +52,14 @@ enum Command {
         /// Policy file.
         #[arg(long)]
         policy: PathBuf,
+        /// Back up this snapshot file (or a member/snap/db copy) instead of asking a member;
+        /// it is verified, compressed, encrypted and stored like any other backup.
+        #[arg(long, value_name = "PATH")]
+        from_file: Option<PathBuf>,
+        /// With --from-file: accept a file without etcd's SHA-256 trailer (a data-directory
+        /// copy); its structure is still checked.
+        #[arg(long, requires = "from_file")]
+        skip_hash_check: bool,
         /// Print the result as a JSON object.
         #[arg(long)]
         json: bool,
@@ -179,7 +187,12 @@ async fn dispatch(cmd: Command) -> u8 {
         Command::Policy {
             cmd: PolicyCmd::Check { files },
         } => policy_check(&files),
-        Command::Backup { policy, json } => match backup(&policy, json).await {
+        Command::Backup {
+            policy,
+            from_file,
+            skip_hash_check,
+            json,
+        } => match backup(&policy, from_file.as_deref(), skip_hash_check, json).await {
             Ok(()) => 0,
             Err(e) => fail(&e),
         },
@@ -254,9 +267,17 @@ fn policy_check(files: &[PathBuf]) -> u8 {
     code
 }
 
-async fn backup(policy: &std::path::Path, json_out: bool) -> Result<(), Error> {
+async fn backup(
+    policy: &std::path::Path,
+    from_file: Option<&std::path::Path>,
+    skip_hash_check: bool,
+    json_out: bool,
+) -> Result<(), Error> {
     let lp = ops::load_policy(policy)?;
-    let r = ops::backup(&lp).await?;
+    let r = match from_file {
+        Some(f) => ops::backup::backup_from_file(&lp, f, skip_hash_check).await?,
+        None => ops::backup(&lp).await?,
+    };
     if json_out {
         let v = json!({
             "id": r.manifest.id,
