@@ -559,23 +559,7 @@ pub async fn backup_from_file(
         .await
         .map_err(fatal)?;
 
-    let stats = &report.inspection.check.stats;
-    let mut checks = vec![if has_trailer {
-        passed("sha256-trailer", format!("sha256 {}", report.sha256))
-    } else {
-        model::Check {
-            name: "sha256-trailer".into(),
-            outcome: model::CheckOutcome::Skipped,
-            detail: "no trailer: a copy of a data directory's member/snap/db".into(),
-        }
-    }];
-    checks.push(passed(
-        "bbolt-structure",
-        format!(
-            "{} branch, {} leaf, {} overflow pages; keys in order; no page referenced twice",
-            stats.branch_pages, stats.leaf_pages, stats.overflow_pages
-        ),
-    ));
+    let mut checks = super::verify::file_checks(&report);
     checks.push(model::Check {
         name: "live-key-count".into(),
         outcome: model::CheckOutcome::Skipped,
@@ -605,15 +589,7 @@ pub async fn backup_from_file(
             file_size: size,
             has_trailer,
             sha256: report.sha256.clone(),
-            status: Some(crate::model::DbStatus {
-                hash: st.hash,
-                revision: st.revision,
-                total_key: st.total_key,
-                live_keys: st.live_keys,
-                total_size: st.total_size,
-                storage_version: st.storage_version.clone(),
-                compact_revision: st.compact_revision,
-            }),
+            status: Some(super::verify::db_status(st)),
         },
         stored: StoredObject {
             key: data_key.clone(),
@@ -643,14 +619,6 @@ fn fatal(e: AttemptError) -> Error {
     match e {
         AttemptError::Fatal(e) => e,
         AttemptError::Member { message, .. } => Error::new(Kind::Internal, message),
-    }
-}
-
-fn passed(name: &str, detail: String) -> model::Check {
-    model::Check {
-        name: name.into(),
-        outcome: model::CheckOutcome::Passed,
-        detail,
     }
 }
 

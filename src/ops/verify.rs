@@ -28,6 +28,44 @@ fn passed(name: &str, detail: String) -> Check {
     }
 }
 
+/// The checks a sound file passed on its own: its trailer (skipped when it has none) and its
+/// structure.
+pub(crate) fn file_checks(report: &FileReport) -> Vec<Check> {
+    let stats = &report.inspection.check.stats;
+    let trailer = if report.trailer == Trailer::Absent {
+        Check {
+            name: "sha256-trailer".into(),
+            outcome: CheckOutcome::Skipped,
+            detail: "no trailer: a copy of a data directory's member/snap/db".into(),
+        }
+    } else {
+        passed("sha256-trailer", format!("sha256 {}", report.sha256))
+    };
+    vec![
+        trailer,
+        passed(
+            "bbolt-structure",
+            format!(
+                "{} branch, {} leaf, {} overflow pages; keys in order; no page referenced twice",
+                stats.branch_pages, stats.leaf_pages, stats.overflow_pages
+            ),
+        ),
+    ]
+}
+
+/// The manifest's record of a status.
+pub(crate) fn db_status(st: &crate::etcddb::Status) -> DbStatus {
+    DbStatus {
+        hash: st.hash,
+        revision: st.revision,
+        total_key: st.total_key,
+        live_keys: st.live_keys,
+        total_size: st.total_size,
+        storage_version: st.storage_version.clone(),
+        compact_revision: st.compact_revision,
+    }
+}
+
 /// Check the snapshot at `path` (with trailer) taken from the member behind `client`, whose
 /// revision was `member_revision` before the snapshot began. `Err` says why it must not be
 /// committed.
@@ -56,17 +94,7 @@ pub async fn verify_snapshot(
         return Err("the spooled snapshot has no matching SHA-256 trailer".into());
     }
     let st = &report.inspection.status;
-    let stats = &report.inspection.check.stats;
-    let mut checks = vec![
-        passed("sha256-trailer", format!("sha256 {}", report.sha256)),
-        passed(
-            "bbolt-structure",
-            format!(
-                "{} branch, {} leaf, {} overflow pages; keys in order; no page referenced twice",
-                stats.branch_pages, stats.leaf_pages, stats.overflow_pages
-            ),
-        ),
-    ];
+    let mut checks = file_checks(&report);
     let floor = st.revision_floor();
     if floor < member_revision {
         return Err(format!(
@@ -91,15 +119,7 @@ pub async fn verify_snapshot(
         "Snapshot verified"
     );
     Ok(Verified {
-        status: DbStatus {
-            hash: st.hash,
-            revision: st.revision,
-            total_key: st.total_key,
-            live_keys: st.live_keys,
-            total_size: st.total_size,
-            storage_version: st.storage_version.clone(),
-            compact_revision: st.compact_revision,
-        },
+        status: db_status(st),
         checks,
     })
 }
