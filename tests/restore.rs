@@ -202,6 +202,15 @@ async fn damaged_or_mismatched_backups_are_refused_and_nothing_is_staged() {
     let (other, _) = age_key();
     let wrong_key = write_identity(dir.path(), &other);
     let policy = write_s3_policy(dir.path(), "prod", &cluster.endpoints(), &bucket, &rcpt);
+    // A second copy of every backup in a local directory.
+    let local = dir.path().join("local");
+    std::fs::create_dir(&local).unwrap();
+    let mut yaml = std::fs::read_to_string(&policy).unwrap();
+    yaml.push_str(&format!(
+        "    - {{name: local, url: \"file://{}\"}}\n",
+        local.display()
+    ));
+    std::fs::write(&policy, yaml).unwrap();
     let a = backup(&policy);
     cluster.load("/more/", 50, 10).await;
     let b = backup(&policy);
@@ -234,6 +243,17 @@ async fn damaged_or_mismatched_backups_are_refused_and_nothing_is_staged() {
     let manifest_key = format!("etcd/prod/{b_id}.manifest.json");
     let good = get(&bucket, &data_key).await;
     let good_manifest = get(&bucket, &manifest_key).await;
+    let local_data = local.join(data_key.trim_start_matches("etcd/"));
+    let local_manifest = local.join(manifest_key.trim_start_matches("etcd/"));
+    assert_eq!(std::fs::read(&local_data).unwrap(), good);
+    // Write the same bytes over both copies of an object.
+    let put_both = |key: String, path: PathBuf, bytes: Vec<u8>| {
+        let bucket = bucket.clone();
+        async move {
+            std::fs::write(&path, &bytes).unwrap();
+            put(&bucket, &key, bytes).await;
+        }
+    };
 
     // The wrong identity.
     let o = try_restore(b_id, &wrong_key);
@@ -241,34 +261,51 @@ async fn damaged_or_mismatched_backups_are_refused_and_nothing_is_staged() {
     assert!(stderr(&o).contains("identity"), "{}", stderr(&o));
     nothing_staged("wrong identity");
 
-    // One flipped byte in the stored object.
+    // One flipped byte in the S3 copy: the local copy is used instead.
     let mut flipped = good.clone();
     let mid = flipped.len() / 2;
     flipped[mid] ^= 0x40;
-    put(&bucket, &data_key, flipped).await;
+    put(&bucket, &data_key, flipped.clone()).await;
+    let o = try_restore(b_id, &key);
+    assert!(o.status.success(), "one damaged copy: {}", stderr(&o));
+    assert!(
+        stdout(&o).contains("from destination \"local\""),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(
+        etcdctl_status(&out)["revision"],
+        b["manifest"]["snapshot"]["revision"]
+    );
+    std::fs::remove_file(&out).unwrap();
+    // Both copies flipped: refused, and the error names both.
+    put_both(data_key.clone(), local_data.clone(), flipped).await;
     let o = try_restore(b_id, &key);
     assert_eq!(o.status.code(), Some(5), "flipped byte: {}", stderr(&o));
-    assert!(
-        stderr(&o).contains("does not match its manifest"),
-        "{}",
-        stderr(&o)
-    );
+    let err = stderr(&o);
+    assert!(err.contains("every copy failed"), "{err}");
+    assert!(err.contains("\"s3\"") && err.contains("\"local\""), "{err}");
     nothing_staged("flipped byte");
 
-    // A truncated object (listing sees the size: the backup is not offered at all).
-    put(&bucket, &data_key, good[..good.len() - 1000].to_vec()).await;
+    // Truncated objects (listing sees the size: the backup is not offered at all).
+    put_both(
+        data_key.clone(),
+        local_data.clone(),
+        good[..good.len() - 1000].to_vec(),
+    )
+    .await;
     let o = try_restore(b_id, &key);
     assert_ne!(o.status.code(), Some(0), "truncated: {}", stderr(&o));
     assert!(stderr(&o).contains("is damaged there"), "{}", stderr(&o));
     nothing_staged("truncated");
-    put(&bucket, &data_key, good.clone()).await;
+    put_both(data_key.clone(), local_data.clone(), good.clone()).await;
 
     // A manifest whose snapshot facts are another backup's.
     let mut swapped: serde_json::Value = serde_json::from_slice(&good_manifest).unwrap();
     swapped["snapshot"] = a["manifest"]["snapshot"].clone();
-    put(
-        &bucket,
-        &manifest_key,
+    put_both(
+        manifest_key.clone(),
+        local_manifest.clone(),
         serde_json::to_vec(&swapped).unwrap(),
     )
     .await;
@@ -280,9 +317,9 @@ async fn damaged_or_mismatched_backups_are_refused_and_nothing_is_staged() {
     let mut pointing: serde_json::Value = serde_json::from_slice(&good_manifest).unwrap();
     pointing["stored"] = a["manifest"]["stored"].clone();
     pointing["snapshot"] = a["manifest"]["snapshot"].clone();
-    put(
-        &bucket,
-        &manifest_key,
+    put_both(
+        manifest_key.clone(),
+        local_manifest.clone(),
         serde_json::to_vec(&pointing).unwrap(),
     )
     .await;
@@ -297,7 +334,7 @@ async fn damaged_or_mismatched_backups_are_refused_and_nothing_is_staged() {
     nothing_staged("foreign data object");
 
     // Repaired, it restores; --from with the manifest URL finds it without a policy.
-    put(&bucket, &manifest_key, good_manifest).await;
+    put_both(manifest_key.clone(), local_manifest, good_manifest).await;
     let url = format!("s3://{bucket}/{manifest_key}");
     let ep = s3_endpoint();
     let o = Command::new(env!("CARGO_BIN_EXE_lifeboat"))
@@ -499,6 +536,16 @@ async fn check_finds_the_corrupted_backup_and_the_drill_restores_the_newest() {
         0,
         "the drill cleaned up"
     );
+
+    // A manifest whose data object is gone is reported; only listing trouble gives exit 6.
+    let oldest = format!(
+        "etcd/{}",
+        ids[0]["manifest"]["stored"]["key"].as_str().unwrap()
+    );
+    s3_store(&bucket).delete(&oldest.into()).await.unwrap();
+    let (code, v) = run(&["--sample", "1"]);
+    assert_eq!(code, Some(6), "{v}");
+    assert!(v["problems"].to_string().contains("is missing"), "{v}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

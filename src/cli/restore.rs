@@ -203,9 +203,13 @@ fn describe(src: &Source, out: &Output) {
     );
     eprintln!(
         "from        destination {:?} ({}); held by {}",
-        src.destination.name,
-        src.destination.url,
-        src.held_by.join(", ")
+        src.destinations[0].name,
+        src.destinations[0].url,
+        src.destinations
+            .iter()
+            .map(|d| d.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     eprintln!("to          {}", out.path.display());
 }

@@ -79,10 +79,8 @@ pub fn pick(backups: &[ListedBackup], sel: &Selector) -> std::result::Result<usi
 #[derive(Debug, Clone)]
 pub struct Source {
     pub manifest: Manifest,
-    /// The destination to read it from.
-    pub destination: Destination,
-    /// Every destination holding it.
-    pub held_by: Vec<String>,
+    /// Every destination holding it, in the order they are tried.
+    pub destinations: Vec<Destination>,
 }
 
 /// Choose a backup of `lp` by `sel`, from the manifests at its destinations.
@@ -113,16 +111,15 @@ pub async fn choose(lp: &LoadedPolicy, sel: &Selector) -> Result<Source> {
         warn!(problem = %p, "Listing found a problem");
     }
     let chosen = &report.backups[i];
-    let destination = lp
+    let destinations = lp
         .destinations
         .iter()
-        .find(|d| chosen.destinations.contains(&d.name))
-        .expect("a listed backup is held by a destination of the policy")
-        .clone();
+        .filter(|d| chosen.destinations.contains(&d.name))
+        .cloned()
+        .collect();
     Ok(Source {
         manifest: chosen.manifest.clone(),
-        destination,
-        held_by: chosen.destinations.clone(),
+        destinations,
     })
 }
 
@@ -225,8 +222,7 @@ pub async fn from_url(url: &str) -> Result<Source> {
     }
     Ok(Source {
         manifest,
-        held_by: vec![destination.name.clone()],
-        destination,
+        destinations: vec![destination],
     })
 }
 
@@ -361,13 +357,96 @@ impl Drop for PartGuard {
     }
 }
 
-/// Fetch `src` into `out`, proving it against its manifest first.
+/// Fetch `src` into `out`, proving it against its manifest first. A copy that is missing,
+/// damaged or unreadable at one destination is tried at the next one holding the backup, each
+/// with its own manifest.
 pub async fn stage_backup(src: Source, identities: &Identities, out: &Output) -> Result<Staged> {
     out.preflight()?;
-    let part = out.create_part()?;
     let id = src.manifest.id.clone();
-    info!(backup = %id, destination = %src.destination.name, output = %out.path.display(), "Staging backup");
-    let fetched = fetch_to(src.manifest, &src.destination, identities, part).await?;
+    let mut failures = Vec::new();
+    for (i, d) in src.destinations.iter().enumerate() {
+        let manifest = if i == 0 {
+            Ok(src.manifest.clone())
+        } else {
+            read_manifest(d, &src.manifest.policy, &id).await
+        };
+        let staged = match manifest {
+            Ok(m) => stage_one(m, d, identities, out).await,
+            Err(e) => Err(e),
+        };
+        match staged {
+            Ok(s) => return Ok(s),
+            // Nothing another copy could change: a key, a local path, an answer.
+            Err(e) if matches!(e.kind(), Kind::Crypto | Kind::Io | Kind::Usage) => return Err(e),
+            Err(e) => {
+                warn!(backup = %id, destination = %d.name, error = %e, "This copy failed; trying the next destination");
+                failures.push(e);
+            }
+        }
+    }
+    match failures.len() {
+        0 => Err(Error::new(
+            Kind::Internal,
+            format!("backup {id}: no destination to read it from"),
+        )),
+        1 => Err(failures.pop().expect("one failure")),
+        _ => Err(Error::new(
+            failures.last().expect("failures").kind(),
+            format!(
+                "backup {id}: every copy failed:\n  {}",
+                failures
+                    .iter()
+                    .map(|e| e.to_string().replace('\n', "\n    "))
+                    .collect::<Vec<_>>()
+                    .join("\n  ")
+            ),
+        )),
+    }
+}
+
+/// The manifest of backup `id` as `d` holds it.
+async fn read_manifest(d: &Destination, policy: &str, id: &model::BackupId) -> Result<Manifest> {
+    let key = model::manifest_key(policy, id);
+    let body = d.get_small(&key).await.map_err(|e| {
+        Error::new(
+            Kind::Storage,
+            format!(
+                "destination {:?}: reading manifest {key}: {}",
+                d.name,
+                describe_store_error(&e)
+            ),
+        )
+    })?;
+    let m = Manifest::from_json(&body).map_err(|e| {
+        Error::new(
+            Kind::Verify,
+            format!(
+                "destination {:?}: manifest {key} is unreadable: {e}",
+                d.name
+            ),
+        )
+    })?;
+    if &m.id != id || m.policy != policy {
+        return Err(Error::new(
+            Kind::Verify,
+            format!(
+                "destination {:?}: manifest {key} describes backup {} of policy {:?}",
+                d.name, m.id, m.policy
+            ),
+        ));
+    }
+    Ok(m)
+}
+
+async fn stage_one(
+    manifest: Manifest,
+    d: &Destination,
+    identities: &Identities,
+    out: &Output,
+) -> Result<Staged> {
+    let part = out.create_part()?;
+    info!(backup = %manifest.id, destination = %d.name, output = %out.path.display(), "Staging backup");
+    let fetched = fetch_to(manifest, d, identities, part).await?;
     let report = prove(&fetched).await?;
     let manifest = fetched.manifest.clone();
     let destination = fetched.destination.clone();
