@@ -171,18 +171,7 @@ async fn attempt(
     let encrypted = !lp.recipients.is_empty();
     let data_key = model::data_key(&p.name, id, encrypted);
     let writers = start_uploads(&lp.destinations, &data_key).await?;
-
-    let (plain_tx, plain_rx) = mpsc::channel::<Bytes>(16);
-    let (sealed_tx, sealed_rx) = mpsc::channel::<Bytes>(4);
-    let cfg = SealConfig {
-        level: p.compression.level.0,
-        threads: p.compression.threads,
-        recipients: lp.recipients.clone(),
-    };
-    let seal_task = tokio::task::spawn_blocking(move || {
-        seal(plain_rx, Some((spool_path, spool)), &cfg, sealed_tx)
-    });
-    let fan_task = tokio::spawn(fan_out(sealed_rx, writers));
+    let (plain_tx, shipping) = Shipping::start(lp, writers, Some((spool_path, spool)));
 
     let limits = Limits {
         timeout: p.snapshot.timeout.0,
@@ -190,15 +179,7 @@ async fn attempt(
     };
     let streamed = stream_snapshot(&mut client, limits, &plain_tx).await;
     drop(plain_tx);
-    let sealed = seal_task.await.map_err(|e| {
-        AttemptError::Fatal(Error::new(Kind::Internal, format!("seal task failed: {e}")))
-    })?;
-    let (writers, fanned) = fan_task.await.map_err(|e| {
-        AttemptError::Fatal(Error::new(
-            Kind::Internal,
-            format!("upload task failed: {e}"),
-        ))
-    })?;
+    let (sealed, writers, fanned) = shipping.finish().await.map_err(AttemptError::Fatal)?;
 
     let (verified, sealed) = match (streamed, sealed, fanned) {
         (Ok(v), Ok(s), Ok(())) => (v, s),
@@ -279,24 +260,83 @@ async fn attempt(
             sha256: hex::encode(verified.sha256),
             status: Some(checked.status),
         },
-        stored: StoredObject {
-            key: data_key.clone(),
-            size: sealed.stored_size,
-            sha256: hex::encode(sealed.stored_sha256),
-            compression: Compression {
-                algorithm: "zstd".into(),
-                level: p.compression.level.0,
-            },
-            encryption: encrypted.then(|| Encryption {
-                algorithm: "age".into(),
-                recipients: lp.recipient_strings.clone(),
-            }),
-        },
+        stored: stored_object(lp, &data_key, &sealed),
         checks: checked.checks,
         lifeboat_version: env!("CARGO_PKG_VERSION").into(),
     };
     commit(&lp.destinations, &manifest).await?;
     Ok(manifest)
+}
+
+/// The seal stage (zstd, age, optional spool copy) and the fan-out to every destination, fed
+/// through the returned sender; shared by backups from a member and from a file.
+struct Shipping {
+    seal_task: tokio::task::JoinHandle<std::result::Result<SealOutput, SealError>>,
+    fan_task: tokio::task::JoinHandle<(Vec<WriteMultipart>, Fanned)>,
+}
+
+type Fanned = std::result::Result<(), (usize, object_store::Error)>;
+
+impl Shipping {
+    fn start(
+        lp: &LoadedPolicy,
+        writers: Vec<WriteMultipart>,
+        spool: Option<(PathBuf, File)>,
+    ) -> (mpsc::Sender<Bytes>, Self) {
+        let (plain_tx, plain_rx) = mpsc::channel::<Bytes>(16);
+        let (sealed_tx, sealed_rx) = mpsc::channel::<Bytes>(4);
+        let cfg = SealConfig {
+            level: lp.policy.compression.level.0,
+            threads: lp.policy.compression.threads,
+            recipients: lp.recipients.clone(),
+        };
+        let seal_task = tokio::task::spawn_blocking(move || seal(plain_rx, spool, &cfg, sealed_tx));
+        let fan_task = tokio::spawn(fan_out(sealed_rx, writers));
+        (
+            plain_tx,
+            Self {
+                seal_task,
+                fan_task,
+            },
+        )
+    }
+
+    /// Wait for both stages once the sender is dropped. The caller completes or aborts the
+    /// returned writers.
+    async fn finish(
+        self,
+    ) -> Result<(
+        std::result::Result<SealOutput, SealError>,
+        Vec<WriteMultipart>,
+        Fanned,
+    )> {
+        let sealed = self
+            .seal_task
+            .await
+            .map_err(|e| Error::new(Kind::Internal, format!("seal task failed: {e}")))?;
+        let (writers, fanned) = self
+            .fan_task
+            .await
+            .map_err(|e| Error::new(Kind::Internal, format!("upload task failed: {e}")))?;
+        Ok((sealed, writers, fanned))
+    }
+}
+
+/// The manifest's record of the stored object.
+fn stored_object(lp: &LoadedPolicy, data_key: &str, sealed: &SealOutput) -> StoredObject {
+    StoredObject {
+        key: data_key.to_owned(),
+        size: sealed.stored_size,
+        sha256: hex::encode(sealed.stored_sha256),
+        compression: Compression {
+            algorithm: "zstd".into(),
+            level: lp.policy.compression.level.0,
+        },
+        encryption: (!lp.recipients.is_empty()).then(|| Encryption {
+            algorithm: "age".into(),
+            recipients: lp.recipient_strings.clone(),
+        }),
+    }
 }
 
 /// Pick the root cause of a failed attempt over its knock-on effects (closed channels).
@@ -305,7 +345,7 @@ fn classify(
     data_key: &str,
     streamed: std::result::Result<Verified, StreamError>,
     sealed: std::result::Result<SealOutput, SealError>,
-    fanned: std::result::Result<(), (usize, object_store::Error)>,
+    fanned: Fanned,
 ) -> AttemptError {
     if let Err((i, e)) = &fanned {
         return AttemptError::Fatal(upload_error(&lp.destinations[*i], data_key, e));
@@ -382,10 +422,7 @@ async fn start_uploads(
 async fn fan_out(
     mut rx: mpsc::Receiver<Bytes>,
     mut writers: Vec<WriteMultipart>,
-) -> (
-    Vec<WriteMultipart>,
-    std::result::Result<(), (usize, object_store::Error)>,
-) {
+) -> (Vec<WriteMultipart>, Fanned) {
     while let Some(chunk) = rx.recv().await {
         for (i, w) in writers.iter_mut().enumerate() {
             if let Err(e) = w.wait_for_capacity(PARTS_IN_FLIGHT).await {
@@ -504,26 +541,13 @@ pub async fn backup_from_file(
     let writers = start_uploads(&lp.destinations, &data_key)
         .await
         .map_err(fatal)?;
-    let (plain_tx, plain_rx) = mpsc::channel::<Bytes>(16);
-    let (sealed_tx, sealed_rx) = mpsc::channel::<Bytes>(4);
-    let cfg = SealConfig {
-        level: p.compression.level.0,
-        threads: p.compression.threads,
-        recipients: lp.recipients.clone(),
-    };
-    let seal_task = tokio::task::spawn_blocking(move || seal(plain_rx, None, &cfg, sealed_tx));
-    let fan_task = tokio::spawn(fan_out(sealed_rx, writers));
+    let (plain_tx, shipping) = Shipping::start(lp, writers, None);
     let path = file.to_owned();
     let read_task = tokio::task::spawn_blocking(move || read_hashing(&path, image_len, &plain_tx));
     let read = read_task
         .await
         .map_err(|e| Error::new(Kind::Internal, format!("read task failed: {e}")))?;
-    let sealed = seal_task
-        .await
-        .map_err(|e| Error::new(Kind::Internal, format!("seal task failed: {e}")))?;
-    let (writers, fanned) = fan_task
-        .await
-        .map_err(|e| Error::new(Kind::Internal, format!("upload task failed: {e}")))?;
+    let (sealed, writers, fanned) = shipping.finish().await?;
     let problem = match (&read, &sealed, &fanned) {
         (Err(e), _, _) => Some(Error::new(
             Kind::Io,
@@ -591,19 +615,7 @@ pub async fn backup_from_file(
             sha256: report.sha256.clone(),
             status: Some(super::verify::db_status(st)),
         },
-        stored: StoredObject {
-            key: data_key.clone(),
-            size: sealed.stored_size,
-            sha256: hex::encode(sealed.stored_sha256),
-            compression: Compression {
-                algorithm: "zstd".into(),
-                level: p.compression.level.0,
-            },
-            encryption: encrypted.then(|| Encryption {
-                algorithm: "age".into(),
-                recipients: lp.recipient_strings.clone(),
-            }),
-        },
+        stored: stored_object(lp, &data_key, &sealed),
         checks,
         lifeboat_version: env!("CARGO_PKG_VERSION").into(),
     };
