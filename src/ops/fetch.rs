@@ -66,29 +66,63 @@ pub fn load_identities(files: &[PathBuf]) -> Result<Vec<Box<dyn age::Identity + 
     Ok(out)
 }
 
+/// The manifest of backup `id` of `policy` as `d` holds it; `None` when `d` has none. A manifest
+/// that is unreadable or describes another backup is an error (moved or swapped objects).
+pub(crate) async fn read_manifest(
+    d: &Destination,
+    policy: &str,
+    id: &BackupId,
+) -> Result<Option<Manifest>> {
+    let key = model::manifest_key(policy, id);
+    let body = match d.get_small(&key).await {
+        Ok(b) => b,
+        Err(object_store::Error::NotFound { .. }) => return Ok(None),
+        Err(e) => {
+            return Err(Error::new(
+                Kind::Storage,
+                format!(
+                    "destination {:?} ({}): reading manifest {key}: {}",
+                    d.name,
+                    d.url,
+                    describe_store_error(&e)
+                ),
+            ));
+        }
+    };
+    let m = Manifest::from_json(&body).map_err(|e| {
+        Error::new(
+            Kind::Verify,
+            format!(
+                "destination {:?}: manifest {key} is unreadable: {e}",
+                d.name
+            ),
+        )
+    })?;
+    if &m.id != id || m.policy != policy {
+        return Err(Error::new(
+            Kind::Verify,
+            format!(
+                "destination {:?}: manifest {key} describes backup {} of policy {:?}, not {id} of \
+                 {policy:?}; it was moved or swapped and cannot be trusted",
+                d.name, m.id, m.policy
+            ),
+        ));
+    }
+    Ok(Some(m))
+}
+
 /// Find the manifest of backup `id` at the first destination that has it.
 pub async fn find_manifest<'a>(
     lp: &'a LoadedPolicy,
     id: &BackupId,
 ) -> Result<(Manifest, &'a Destination)> {
-    let key = model::manifest_key(&lp.policy.name, id);
     let mut errors = Vec::new();
     for d in &lp.destinations {
-        match d.get_small(&key).await {
-            Ok(body) => {
-                let m = Manifest::from_json(&body).map_err(|e| {
-                    Error::new(
-                        Kind::Verify,
-                        format!(
-                            "destination {:?}: manifest {key} is unreadable: {e}",
-                            d.name
-                        ),
-                    )
-                })?;
-                return Ok((m, d));
-            }
-            Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => errors.push(format!("{:?}: {}", d.name, describe_store_error(&e))),
+        match read_manifest(d, &lp.policy.name, id).await {
+            Ok(Some(m)) => return Ok((m, d)),
+            Ok(None) => {}
+            Err(e) if e.kind() == Kind::Storage => errors.push(e.to_string()),
+            Err(e) => return Err(e),
         }
     }
     let why = if errors.is_empty() {

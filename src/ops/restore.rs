@@ -4,7 +4,7 @@
 //! `OUTPUT` unless every check passed, and an existing `OUTPUT` is only replaced with `force`.
 
 use super::LoadedPolicy;
-use super::fetch::{Identities, fetch_to};
+use super::fetch::{Identities, fetch_to, read_manifest};
 use super::inspect::{FileReport, Hashing, Trailer, inspect_file};
 use super::list::{ListedBackup, list};
 use super::verify::prove;
@@ -13,7 +13,7 @@ use crate::etcddb;
 use crate::model::{self, Manifest, ObjectRole};
 use crate::policy::{DestinationKind, DestinationSpec, parse_destination_url};
 use crate::runbook::{RestoreParams, RunbookInput, Target};
-use crate::store::{Destination, describe_store_error};
+use crate::store::Destination;
 use chrono::{DateTime, NaiveDate, Utc};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -189,37 +189,24 @@ pub async fn from_url(url: &str) -> Result<Source> {
     };
     let destination = Destination::build(&spec, &BTreeMap::new())
         .map_err(|e| Error::new(Kind::Storage, format!("--from {url:?}: {e}")))?;
-    let manifest_key = model::manifest_key(&policy, &id);
-    let body = destination.get_small(&manifest_key).await.map_err(|e| {
-        let hint = if role == ObjectRole::Data {
-            "; a data object without a manifest was never committed and must not be restored"
-        } else {
-            ""
-        };
-        Error::new(
-            Kind::Storage,
-            format!(
-                "--from {url:?}: reading manifest {manifest_key}: {}{hint}",
-                describe_store_error(&e)
-            ),
-        )
-    })?;
-    let manifest = Manifest::from_json(&body).map_err(|e| {
-        Error::new(
-            Kind::Verify,
-            format!("--from {url:?}: manifest {manifest_key} is unreadable: {e}"),
-        )
-    })?;
-    if manifest.id != id || manifest.policy != policy {
-        return Err(Error::new(
-            Kind::Verify,
-            format!(
-                "--from {url:?}: manifest {manifest_key} describes backup {} of policy {:?}, not \
-                 {id} of {policy:?}; it was moved or swapped and cannot be trusted",
-                manifest.id, manifest.policy
-            ),
-        ));
-    }
+    let in_url = |e: Error| Error::new(e.kind(), format!("--from {url:?}: {e}"));
+    let manifest = read_manifest(&destination, &policy, &id)
+        .await
+        .map_err(in_url)?
+        .ok_or_else(|| {
+            let hint = if role == ObjectRole::Data {
+                "; a data object without a manifest was never committed and must not be restored"
+            } else {
+                ""
+            };
+            Error::new(
+                Kind::Storage,
+                format!(
+                    "--from {url:?}: there is no manifest {}{hint}",
+                    model::manifest_key(&policy, &id)
+                ),
+            )
+        })?;
     Ok(Source {
         manifest,
         destinations: vec![destination],
@@ -313,6 +300,20 @@ pub struct Staged {
 }
 
 impl Staged {
+    /// The staged file at `out`, checked as `report` (made on its `.part`).
+    fn at(out: &Output, report: FileReport, source: Option<(Manifest, String)>) -> Self {
+        let (manifest, destination) = source.unzip();
+        Self {
+            path: out.path.clone(),
+            report: FileReport {
+                path: out.path.clone(),
+                ..report
+            },
+            manifest,
+            destination,
+        }
+    }
+
     /// The file has no trailer, so etcdutl/talosctl need their skip-hash-check flags.
     pub fn needs_skip_hash_check(&self) -> bool {
         self.report.trailer == Trailer::Absent
@@ -368,7 +369,16 @@ pub async fn stage_backup(src: Source, identities: &Identities, out: &Output) ->
         let manifest = if i == 0 {
             Ok(src.manifest.clone())
         } else {
-            read_manifest(d, &src.manifest.policy, &id).await
+            read_manifest(d, &src.manifest.policy, &id)
+                .await
+                .and_then(|m| {
+                    m.ok_or_else(|| {
+                        Error::new(
+                            Kind::Storage,
+                            format!("destination {:?} no longer has the manifest", d.name),
+                        )
+                    })
+                })
         };
         let staged = match manifest {
             Ok(m) => stage_one(m, d, identities, out).await,
@@ -404,40 +414,6 @@ pub async fn stage_backup(src: Source, identities: &Identities, out: &Output) ->
     }
 }
 
-/// The manifest of backup `id` as `d` holds it.
-async fn read_manifest(d: &Destination, policy: &str, id: &model::BackupId) -> Result<Manifest> {
-    let key = model::manifest_key(policy, id);
-    let body = d.get_small(&key).await.map_err(|e| {
-        Error::new(
-            Kind::Storage,
-            format!(
-                "destination {:?}: reading manifest {key}: {}",
-                d.name,
-                describe_store_error(&e)
-            ),
-        )
-    })?;
-    let m = Manifest::from_json(&body).map_err(|e| {
-        Error::new(
-            Kind::Verify,
-            format!(
-                "destination {:?}: manifest {key} is unreadable: {e}",
-                d.name
-            ),
-        )
-    })?;
-    if &m.id != id || m.policy != policy {
-        return Err(Error::new(
-            Kind::Verify,
-            format!(
-                "destination {:?}: manifest {key} describes backup {} of policy {:?}",
-                d.name, m.id, m.policy
-            ),
-        ));
-    }
-    Ok(m)
-}
-
 async fn stage_one(
     manifest: Manifest,
     d: &Destination,
@@ -448,19 +424,9 @@ async fn stage_one(
     info!(backup = %manifest.id, destination = %d.name, output = %out.path.display(), "Staging backup");
     let fetched = fetch_to(manifest, d, identities, part).await?;
     let report = prove(&fetched).await?;
-    let manifest = fetched.manifest.clone();
-    let destination = fetched.destination.clone();
-    let guard = PartGuard(Some(fetched.keep()));
-    publish(guard, out)?;
-    Ok(Staged {
-        path: out.path.clone(),
-        report: FileReport {
-            path: out.path.clone(),
-            ..report
-        },
-        manifest: Some(manifest),
-        destination: Some(destination),
-    })
+    let source = Some((fetched.manifest.clone(), fetched.destination.clone()));
+    publish(PartGuard(Some(fetched.keep())), out)?;
+    Ok(Staged::at(out, report, source))
 }
 
 /// Explain why a file without a trailer is refused without `--skip-hash-check`.
@@ -531,15 +497,7 @@ pub async fn stage_file(file: &Path, skip_hash_check: bool, out: &Output) -> Res
         ));
     }
     publish(guard, out)?;
-    Ok(Staged {
-        path: out.path.clone(),
-        report: FileReport {
-            path: out.path.clone(),
-            ..report
-        },
-        manifest: None,
-        destination: None,
-    })
+    Ok(Staged::at(out, report, None))
 }
 
 /// Move the verified `.part` into place: atomically, never over an existing file unless
