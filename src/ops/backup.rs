@@ -122,14 +122,6 @@ pub async fn backup(lp: &LoadedPolicy) -> Result<BackupReport> {
     ))
 }
 
-/// Removes the spool file on every exit path.
-struct SpoolGuard(PathBuf);
-impl Drop for SpoolGuard {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
 fn create_spool(path: &Path) -> Result<File> {
     super::create_private_file(path).map_err(|e| {
         Error::new(
@@ -156,7 +148,7 @@ async fn attempt(
         .spool_dir
         .join(format!("{}-{id}.db.part", p.name));
     let spool = create_spool(&spool_path).map_err(AttemptError::Fatal)?;
-    let _guard = SpoolGuard(spool_path.clone());
+    let _guard = super::RemoveOnDrop::new(spool_path.clone());
     let spooled = spool_path.clone();
 
     let mut client = lp

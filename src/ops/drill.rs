@@ -8,7 +8,7 @@ use super::inspect::{FileReport, Trailer};
 use crate::runbook::RestoreParams;
 use etcd_client::{Client, GetOptions};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tracing::info;
@@ -36,14 +36,6 @@ fn loopback_port() -> Result<u16, String> {
         .map_err(|e| format!("cannot find a free loopback port: {e}"))
 }
 
-/// Removes the drill's directory on every path.
-struct DirGuard(PathBuf);
-impl Drop for DirGuard {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// Run the drill on `fetched` (already proved: `report`), working under `spool`.
 pub async fn drill(
     fetched: &Fetched,
@@ -57,7 +49,7 @@ pub async fn drill(
     let work = spool.join(format!("{}-{}.drill", m.policy, m.id));
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir(&work).map_err(|e| format!("cannot create {}: {e}", work.display()))?;
-    let _guard = DirGuard(work.clone());
+    let _guard = super::RemoveOnDrop::new(work.clone());
     let (client_port, peer_port) = (loopback_port()?, loopback_port()?);
     let peer = format!("http://127.0.0.1:{peer_port}");
     let client_url = format!("http://127.0.0.1:{client_port}");

@@ -1,6 +1,7 @@
 //! Reading a snapshot file: the trailer (as etcd detects it), the SHA-256 over the database
 //! image, and the bbolt check and status, computed side by side in one read of the file each.
 
+use super::io_err;
 use crate::bbolt::{BoltError, ReadAt, Visitor};
 use crate::error::{Error, Kind, Result};
 use crate::etcddb::{self, Inspection, LiveKey, LiveKeys, TRAILER_LEN};
@@ -97,10 +98,6 @@ impl FileReport {
             _ => self.file_size - TRAILER_LEN,
         }
     }
-}
-
-fn io_err(path: &Path, what: &str, e: std::io::Error) -> Error {
-    Error::new(Kind::Io, format!("{what} {}: {e}", path.display()))
 }
 
 /// Read `path` and check it. Blocking: run it off the async runtime. Damage is reported in the
@@ -317,7 +314,7 @@ pub fn extract(path: &Path, hashing: Hashing, prefix: &[u8], out: &Path) -> Resu
     })?;
     let staging = parent.join(format!(".{}.lifeboat-part", name.to_string_lossy()));
     let _ = std::fs::remove_dir_all(&staging);
-    let cleanup = StagingGuard(Some(staging.clone()));
+    let cleanup = super::RemoveOnDrop::new(staging.clone());
     let mkdir = |d: &Path| {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -347,21 +344,12 @@ pub fn extract(path: &Path, hashing: Hashing, prefix: &[u8], out: &Path) -> Resu
     }
     std::fs::rename(&staging, out)
         .map_err(|e| io_err(out, "cannot move the extracted keys to", e))?;
-    std::mem::forget(cleanup);
+    cleanup.disarm();
     Ok(Extracted {
         dir: out.to_owned(),
         revision: report.inspection.status.revision,
         files: files.into_iter().map(|f| out.join(f)).collect(),
     })
-}
-
-struct StagingGuard(Option<PathBuf>);
-impl Drop for StagingGuard {
-    fn drop(&mut self) {
-        if let Some(p) = &self.0 {
-            let _ = std::fs::remove_dir_all(p);
-        }
-    }
 }
 
 #[cfg(test)]

@@ -17,6 +17,43 @@ pub use backup::{BackupReport, backup};
 pub use list::{ListReport, ListedBackup, list};
 pub use load::{LoadedPolicy, load_policy};
 
+/// Removes a file or directory tree when dropped, unless disarmed: the cleanup of every
+/// temporary path (spool files, `.part` files, staging and drill directories) on every exit path.
+pub(crate) struct RemoveOnDrop(Option<std::path::PathBuf>);
+
+impl RemoveOnDrop {
+    pub(crate) fn new(path: impl Into<std::path::PathBuf>) -> Self {
+        Self(Some(path.into()))
+    }
+
+    /// The path it will remove.
+    pub(crate) fn path(&self) -> &std::path::Path {
+        self.0.as_deref().expect("armed until disarmed")
+    }
+
+    /// Keep the path; returns it.
+    pub(crate) fn disarm(mut self) -> std::path::PathBuf {
+        self.0.take().expect("armed until disarmed")
+    }
+}
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(p) = &self.0 {
+            let _ = if p.is_dir() {
+                std::fs::remove_dir_all(p)
+            } else {
+                std::fs::remove_file(p)
+            };
+        }
+    }
+}
+
+/// An I/O error on `path`, said as "`what` `path`: cause".
+pub(crate) fn io_err(path: &std::path::Path, what: &str, e: std::io::Error) -> crate::Error {
+    crate::Error::new(crate::Kind::Io, format!("{what} {}: {e}", path.display()))
+}
+
 /// Create a new file readable only by us (0600); never truncates an existing file.
 pub(crate) fn create_private_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;

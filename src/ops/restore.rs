@@ -8,6 +8,7 @@ use super::fetch::{Identities, fetch_to, read_manifest};
 use super::inspect::{FileReport, Hashing, Trailer, inspect_file};
 use super::list::{ListedBackup, list};
 use super::verify::prove;
+use super::{RemoveOnDrop, io_err};
 use crate::error::{Error, Kind, Result};
 use crate::etcddb;
 use crate::model::{self, Manifest, ObjectRole};
@@ -282,10 +283,6 @@ fn parent_dir(p: &Path) -> &Path {
         .unwrap_or(Path::new("."))
 }
 
-fn io_err(path: &Path, what: &str, e: std::io::Error) -> Error {
-    Error::new(Kind::Io, format!("{what} {}: {e}", path.display()))
-}
-
 /// A staged, verified snapshot.
 #[derive(Debug, Clone)]
 pub struct Staged {
@@ -344,16 +341,6 @@ impl Staged {
                 .filter(|v| !v.is_empty()),
             node,
             params,
-        }
-    }
-}
-
-/// Removes `OUTPUT.part` unless disarmed.
-struct PartGuard(Option<PathBuf>);
-impl Drop for PartGuard {
-    fn drop(&mut self) {
-        if let Some(p) = &self.0 {
-            let _ = std::fs::remove_file(p);
         }
     }
 }
@@ -425,7 +412,7 @@ async fn stage_one(
     let fetched = fetch_to(manifest, d, identities, part).await?;
     let report = prove(&fetched).await?;
     let source = Some((fetched.manifest.clone(), fetched.destination.clone()));
-    publish(PartGuard(Some(fetched.keep())), out)?;
+    publish(RemoveOnDrop::new(fetched.keep()), out)?;
     Ok(Staged::at(out, report, source))
 }
 
@@ -460,7 +447,7 @@ pub async fn stage_file(file: &Path, skip_hash_check: bool, out: &Output) -> Res
         ));
     }
     let part = out.create_part()?;
-    let guard = PartGuard(Some(part.clone()));
+    let guard = RemoveOnDrop::new(part.clone());
     let src = file.to_owned();
     let report = tokio::task::spawn_blocking(move || -> Result<FileReport> {
         let mut from = std::fs::File::open(&src).map_err(|e| io_err(&src, "cannot open", e))?;
@@ -502,8 +489,8 @@ pub async fn stage_file(file: &Path, skip_hash_check: bool, out: &Output) -> Res
 
 /// Move the verified `.part` into place: atomically, never over an existing file unless
 /// `force`, then fsync the directory so the name survives a crash.
-fn publish(mut guard: PartGuard, out: &Output) -> Result<()> {
-    let part = guard.0.clone().expect("armed");
+fn publish(guard: RemoveOnDrop, out: &Output) -> Result<()> {
+    let part = guard.path().to_owned();
     let target = &out.path;
     if out.force {
         std::fs::rename(&part, target).map_err(|e| io_err(target, "cannot rename into", e))?;
@@ -530,7 +517,7 @@ fn publish(mut guard: PartGuard, out: &Output) -> Result<()> {
             Err(e) => return Err(io_err(target, "cannot rename into", e.into())),
         }
     }
-    guard.0 = None;
+    guard.disarm();
     std::fs::File::open(parent_dir(target))
         .and_then(|d| d.sync_all())
         .map_err(|e| io_err(parent_dir(target), "cannot sync directory", e))?;
