@@ -3,7 +3,8 @@
 //! Layers, from pure to effectful (each may use only those above it):
 //!
 //! - [`model`], [`policy`]: pure types (ids, key layout, manifests, the YAML policy).
-//! - [`bbolt`], [`etcddb`], [`runbook`]: pure logic (reading snapshots, recovery runbooks).
+//! - [`bbolt`], [`etcddb`], [`runbook`], [`retention`]: pure logic (reading snapshots, recovery
+//!   runbooks, retention plans).
 //! - [`etcd`], [`pipeline`], [`store`]: the etcd client side, the byte pipeline (spool, zstd,
 //!   age), and object storage. They know nothing of each other.
 //! - [`ops`]: the operations (backup, list, ...) composing them; shared by CLI and daemon, they
@@ -28,6 +29,7 @@ pub mod model;
 pub mod ops;
 pub mod pipeline;
 pub mod policy;
+pub mod retention;
 pub mod runbook;
 pub mod store;
 pub mod telemetry;

@@ -47,7 +47,7 @@ fn full_example_parses() {
     assert_eq!(p.snapshot.stall_timeout.0.as_secs(), 60);
     assert_eq!(p.compression.level.0, 3);
     match &p.encryption {
-        EncryptionSpec::Age { recipients, .. } => assert_eq!(recipients, &vec![r]),
+        EncryptionSpec::Age { recipients, .. } => assert_eq!(recipients, &vec![r.clone()]),
         EncryptionSpec::None => panic!("expected age"),
     }
     assert_eq!(
@@ -66,6 +66,13 @@ fn full_example_parses() {
     );
     assert_eq!(p.retention.as_ref().unwrap().keep_daily, Some(7));
     assert!(p.retention.as_ref().unwrap().prune_after_backup);
+    assert_eq!(
+        p.retention.as_ref().unwrap().orphan_grace,
+        DEFAULT_ORPHAN_GRACE
+    );
+    let text = full(&r).replace("keepMonthly: 12}", "keepMonthly: 12, orphanGrace: 6h}");
+    let p = parse("p.yaml", &text).unwrap();
+    assert_eq!(p.retention.unwrap().orphan_grace.as_secs(), 6 * 3600);
 }
 
 #[test]
@@ -167,6 +174,11 @@ fn cross_field_rules() {
     let e = err(&full(&r).replace(
         "{keepLast: 3, keepDaily: 7, keepWeekly: 4, keepMonthly: 12}",
         "{}",
+    ));
+    assert!(e.message.contains("keeps nothing"), "{e}");
+    let e = err(&full(&r).replace(
+        "{keepLast: 3, keepDaily: 7, keepWeekly: 4, keepMonthly: 12}",
+        "{keepLast: 0, keepDaily: 0, pruneAfterBackup: true}",
     ));
     assert!(e.message.contains("keeps nothing"), "{e}");
     let e = err(&full(&r).replace("https://10.0.0.3:2379", "https://10.0.0.2:2379"));
