@@ -24,6 +24,7 @@ macro_rules! out {
 
 mod check;
 mod inspect;
+mod prune;
 mod restore;
 
 /// Verified, encrypted backups of etcd clusters.
@@ -121,6 +122,12 @@ enum Command {
     ///
     /// Nothing is staged; exit code 5 when any backup fails (or the drill does).
     Check(check::CheckArgs),
+    /// Apply the policy's retention: print each backup with the rules that keep it, then remove
+    /// the rest (manifest first, then data) and orphan data objects older than the grace period.
+    ///
+    /// The newest backup is always kept; backups of other policies and clusters are never
+    /// touched. Exit code 6 when a removal fails or a destination cannot be listed.
+    Prune(prune::PruneArgs),
     /// Manage age keys.
     Key {
         #[command(subcommand)]
@@ -225,6 +232,10 @@ async fn dispatch(cmd: Command) -> u8 {
             Ok(code) => code,
             Err(e) => fail(&e),
         },
+        Command::Prune(a) => match prune::prune(a).await {
+            Ok(code) => code,
+            Err(e) => fail(&e),
+        },
         Command::Key {
             cmd: KeyCmd::Generate { out },
         } => match ops::keys::generate_identity(&out) {
@@ -279,16 +290,40 @@ async fn backup(
         None => ops::backup(&lp).await?,
     };
     if json_out {
+        let prune = match &r.prune {
+            None => serde_json::Value::Null,
+            Some(Ok(p)) => prune::report_json(p),
+            Some(Err(e)) => json!({ "error": e.chain() }),
+        };
         let v = json!({
             "id": r.manifest.id,
             "policy": r.manifest.policy,
             "destinations": r.destinations,
             "failedAttempts": r.failed_attempts,
             "manifest": r.manifest,
+            "prune": prune,
         });
         out!("{}", serde_json::to_string_pretty(&v).expect("json"));
     } else {
         out!("{}", r.manifest.id);
+    }
+    // The backup is committed either way; prune trouble is reported, never a failed backup.
+    match &r.prune {
+        Some(Ok(p)) => {
+            eprintln!("prune: {}", prune::summary(p));
+            for w in &p.warnings {
+                eprintln!("warning: prune: {w}");
+            }
+            for f in &p.failures {
+                eprintln!("warning: prune: {f}");
+            }
+        }
+        Some(Err(e)) => eprintln!(
+            "warning: backup {} is committed, but the prune after it failed: {}",
+            r.manifest.id,
+            e.chain()
+        ),
+        None => {}
     }
     Ok(())
 }

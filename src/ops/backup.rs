@@ -4,6 +4,7 @@
 //! and leaves no manifest.
 
 use super::LoadedPolicy;
+use super::prune::{PruneOptions, PruneReport};
 use super::verify::verify_snapshot;
 use crate::error::{Error, Kind, Result};
 use crate::etcd::snapshot::{Limits, StreamError, StreamFault, Verified, stream_snapshot};
@@ -25,7 +26,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 /// A committed backup.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct BackupReport {
     /// The manifest written to every destination.
     pub manifest: Manifest,
@@ -33,6 +34,34 @@ pub struct BackupReport {
     pub destinations: Vec<String>,
     /// Members tried before the one that worked, with why they failed.
     pub failed_attempts: Vec<String>,
+    /// The prune that followed (`retention.pruneAfterBackup`); its failure does not undo the
+    /// backup.
+    pub prune: Option<Result<PruneReport>>,
+}
+
+/// The report of a committed backup, after the policy's prune when it asks for one. Only ever
+/// called after the commit: a failed run never prunes.
+async fn committed(
+    lp: &LoadedPolicy,
+    manifest: Manifest,
+    failed_attempts: Vec<String>,
+) -> BackupReport {
+    let prune = match &lp.policy.retention {
+        Some(r) if r.prune_after_backup => {
+            let result = super::prune::prune(lp, &PruneOptions::default()).await;
+            if let Err(e) = &result {
+                warn!(policy = %lp.policy.name, error = %e, "Backup committed, but the prune after it failed");
+            }
+            Some(result)
+        }
+        _ => None,
+    };
+    BackupReport {
+        manifest,
+        destinations: lp.destinations.iter().map(|d| d.name.clone()).collect(),
+        failed_attempts,
+        prune,
+    }
 }
 
 /// How an attempt on one member ended badly.
@@ -91,13 +120,7 @@ pub async fn backup(lp: &LoadedPolicy) -> Result<BackupReport> {
             "Snapshotting member"
         );
         match attempt(lp, &id, started_at, &probe.endpoint, status).await {
-            Ok(manifest) => {
-                return Ok(BackupReport {
-                    manifest,
-                    destinations: lp.destinations.iter().map(|d| d.name.clone()).collect(),
-                    failed_attempts: failed,
-                });
-            }
+            Ok(manifest) => return Ok(committed(lp, manifest, failed).await),
             Err(AttemptError::Member { message, integrity }) => {
                 warn!(endpoint = %probe.endpoint, error = %message, "Snapshot attempt failed; cleaned up");
                 integrity_failures += usize::from(integrity);
@@ -612,11 +635,7 @@ pub async fn backup_from_file(
         lifeboat_version: env!("CARGO_PKG_VERSION").into(),
     };
     commit(&lp.destinations, &manifest).await.map_err(fatal)?;
-    Ok(BackupReport {
-        manifest,
-        destinations: lp.destinations.iter().map(|d| d.name.clone()).collect(),
-        failed_attempts: Vec::new(),
-    })
+    Ok(committed(lp, manifest, Vec::new()).await)
 }
 
 fn fatal(e: AttemptError) -> Error {

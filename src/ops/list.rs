@@ -22,6 +22,8 @@ pub struct ListReport {
     pub backups: Vec<ListedBackup>,
     /// Destinations that could not be listed, unreadable manifests, missing data.
     pub problems: Vec<String>,
+    /// Names of the destinations that could not be listed at all: the view is incomplete.
+    pub unlisted: Vec<String>,
     /// Data objects with no manifest: a run in progress, or one that crashed before its commit.
     pub orphans: Vec<Orphan>,
 }
@@ -47,7 +49,16 @@ pub async fn list(lp: &LoadedPolicy) -> ListReport {
     let mut merged: BTreeMap<BackupId, ListedBackup> = BTreeMap::new();
     let mut problems = Vec::new();
     let mut orphans = Vec::new();
-    for (d, (found, mut probs, mut orph)) in lp.destinations.iter().zip(per_dest) {
+    let mut unlisted = Vec::new();
+    for (d, listed) in lp.destinations.iter().zip(per_dest) {
+        let (found, mut probs, mut orph) = match listed {
+            Ok(l) => l,
+            Err(e) => {
+                unlisted.push(d.name.clone());
+                problems.push(e);
+                continue;
+            }
+        };
         problems.append(&mut probs);
         orphans.append(&mut orph);
         for m in found {
@@ -69,26 +80,23 @@ pub async fn list(lp: &LoadedPolicy) -> ListReport {
     ListReport {
         backups,
         problems,
+        unlisted,
         orphans,
     }
 }
 
-async fn list_one(d: &Destination, policy: &str) -> (Vec<Manifest>, Vec<String>, Vec<Orphan>) {
-    let objects = match d.list(&model::policy_prefix(policy)).await {
-        Ok(o) => o,
-        Err(e) => {
-            return (
-                Vec::new(),
-                vec![format!(
-                    "destination {:?} ({}): cannot list backups: {}",
-                    d.name,
-                    d.url,
-                    describe_store_error(&e)
-                )],
-                Vec::new(),
-            );
-        }
-    };
+/// One destination's manifests, problems and orphans; `Err` when it cannot be listed at all.
+type Listing = (Vec<Manifest>, Vec<String>, Vec<Orphan>);
+
+async fn list_one(d: &Destination, policy: &str) -> Result<Listing, String> {
+    let objects = d.list(&model::policy_prefix(policy)).await.map_err(|e| {
+        format!(
+            "destination {:?} ({}): cannot list backups: {}",
+            d.name,
+            d.url,
+            describe_store_error(&e)
+        )
+    })?;
     let sizes: HashMap<&str, u64> = objects.iter().map(|o| (o.key.as_str(), o.size)).collect();
     let manifests: Vec<(BackupId, &str)> = objects
         .iter()
@@ -147,5 +155,5 @@ async fn list_one(d: &Destination, policy: &str) -> (Vec<Manifest>, Vec<String>,
             },
         }
     }
-    (found, problems, orphans)
+    Ok((found, problems, orphans))
 }

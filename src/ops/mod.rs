@@ -10,6 +10,7 @@ pub mod inspect;
 pub mod keys;
 pub mod list;
 pub mod load;
+pub mod prune;
 pub mod restore;
 pub mod verify;
 

@@ -153,7 +153,7 @@ impl fmt::Display for Reason {
 }
 
 /// `48h`, `7d`, `90m`: the largest whole unit, as users write them in policies.
-fn short_duration(d: Duration) -> String {
+pub fn short_duration(d: Duration) -> String {
     let s = d.as_secs();
     match s {
         0 => "0s".to_owned(),
