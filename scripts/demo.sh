@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end demo on a throwaway machine: starts a local 3-member etcd cluster on 127.0.0.1,
 # loads some keys, generates an age key, takes an encrypted backup to a local directory, lists,
-# inspects and checks it (with a restore drill), then destroys the cluster, restores the backup
+# inspects and checks it (with a restore drill), takes three more (retention prunes to the last 3),
+# then destroys the cluster, restores the newest backup
 # into a new member and counts the keys. Everything lives in one temp dir, removed at exit.
 # Needs: etcd + etcdctl (Debian: apt-get install etcd-server etcd-client), protoc for the build.
 set -euo pipefail
@@ -70,6 +71,11 @@ echo "== three keys from it, without restoring anything"
 
 echo "== prove the stored backup: download, decrypt, verify, and a restore drill in a throwaway etcd"
 "$LB" check --policy "$WORK/policy.yaml" --identity "$WORK/identity.txt" --drill
+
+echo "== three more backups: retention keeps the last 3 and prunes after every good backup"
+for _ in 1 2 3; do "$LB" backup --policy "$WORK/policy.yaml" >/dev/null; done
+"$LB" prune --policy "$WORK/policy.yaml" --dry-run
+"$LB" list --policy "$WORK/policy.yaml"
 
 echo "== disaster: every member and its data is gone"
 for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
