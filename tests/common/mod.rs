@@ -8,13 +8,26 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// A free loopback port (bound then released; good enough for tests).
+/// A free loopback port, checked by binding it. Taken below the kernel's ephemeral range
+/// (32768-60999 on Linux), so the many outgoing connections of parallel tests cannot grab it as a
+/// source port between this check and etcd's bind; a per-process counter keeps threads apart.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(2_654_435_761) % SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    loop {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Where etcd data dirs go: tmpfs when there is one.
@@ -259,11 +272,21 @@ impl EtcdCluster {
             if ok {
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "etcd cluster did not become healthy; logs in {}",
-                self.dir.path().display()
-            );
+            if Instant::now() >= deadline {
+                let mut logs = String::new();
+                for m in &self.members {
+                    let text =
+                        std::fs::read_to_string(self.dir.path().join(format!("{}.log", m.name)))
+                            .unwrap_or_default();
+                    let tail: Vec<&str> = text.lines().rev().take(4).collect();
+                    logs.push_str(&format!(
+                        "\n--- {} ---\n{}",
+                        m.name,
+                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                    ));
+                }
+                panic!("etcd cluster did not become healthy:{logs}");
+            }
             std::thread::sleep(Duration::from_millis(200));
         }
     }
