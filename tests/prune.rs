@@ -7,7 +7,7 @@ mod common;
 use chrono::{Duration, TimeZone, Utc};
 use common::*;
 use futures::TryStreamExt;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -30,24 +30,6 @@ async fn manifest_ids(bucket: &str) -> Vec<String> {
         .filter_map(|k| k.strip_prefix("etcd/prod/")?.strip_suffix(".manifest.json"))
         .map(str::to_owned)
         .collect()
-}
-
-async fn put(bucket: &str, key: &str, bytes: Vec<u8>) {
-    s3_store(bucket)
-        .put(&key.into(), PutPayload::from(bytes))
-        .await
-        .unwrap();
-}
-
-async fn get(bucket: &str, key: &str) -> Vec<u8> {
-    s3_store(bucket)
-        .get(&key.into())
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap()
-        .to_vec()
 }
 
 async fn delete(bucket: &str, key: &str) {
@@ -123,7 +105,7 @@ async fn prune_leaves_exactly_the_planned_set_of_forty_backups() {
         "etcd/{}",
         real["manifest"]["stored"]["key"].as_str().unwrap()
     );
-    let data = get(&bucket, &real_data_key).await;
+    let data = s3_get(&bucket, &real_data_key).await;
     let start = Utc.with_ymd_and_hms(2026, 1, 1, 2, 0, 0).unwrap();
     let mut dates = BTreeMap::new();
     for k in 0..40u32 {
@@ -135,8 +117,8 @@ async fn prune_leaves_exactly_the_planned_set_of_forty_backups() {
         m["finishedAt"] = t.to_rfc3339().into();
         let key = format!("prod/{id}.snapshot.zst.age");
         m["stored"]["key"] = key.clone().into();
-        put(&bucket, &format!("etcd/{key}"), data.clone()).await;
-        put(
+        s3_put(&bucket, &format!("etcd/{key}"), data.clone()).await;
+        s3_put(
             &bucket,
             &format!("etcd/prod/{id}.manifest.json"),
             serde_json::to_vec_pretty(&m).unwrap(),
@@ -149,7 +131,7 @@ async fn prune_leaves_exactly_the_planned_set_of_forty_backups() {
     delete(&bucket, &real_data_key).await;
     // A crashed run's leftover, written now: too young to remove by default.
     let orphan_old = "etcd/prod/20260301T000000Z-0000aa.snapshot.zst.age";
-    put(&bucket, orphan_old, b"partial upload".to_vec()).await;
+    s3_put(&bucket, orphan_old, b"partial upload".to_vec()).await;
 
     let before = objects(&bucket).await;
     assert_eq!(before.len(), 81);
@@ -201,7 +183,7 @@ async fn prune_leaves_exactly_the_planned_set_of_forty_backups() {
     // An orphan written after a pause is younger than a 2s grace; the first one is older.
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     let orphan_fresh = "etcd/prod/20260601T000000Z-0000bb.snapshot.zst.age";
-    put(&bucket, orphan_fresh, b"upload in progress".to_vec()).await;
+    s3_put(&bucket, orphan_fresh, b"upload in progress".to_vec()).await;
     let (code, done) = prune(&policy, &["--orphan-grace", "2s"]);
     assert_eq!(code, Some(0), "{done}");
     assert_eq!(done["failures"], serde_json::json!([]), "{done}");
@@ -257,10 +239,10 @@ async fn backup_prunes_after_a_good_run_only_and_a_prune_failure_keeps_the_backu
 
     // A manifest that names another backup's data object must never lead to deleting it.
     let m1_key = format!("etcd/prod/{}.manifest.json", id(&b1));
-    let m1 = get(&bucket, &m1_key).await;
+    let m1 = s3_get(&bucket, &m1_key).await;
     let mut tampered: Value = serde_json::from_slice(&m1).unwrap();
     tampered["stored"] = b2["manifest"]["stored"].clone();
-    put(&bucket, &m1_key, serde_json::to_vec(&tampered).unwrap()).await;
+    s3_put(&bucket, &m1_key, serde_json::to_vec(&tampered).unwrap()).await;
     let b3 = backup(&policy);
     let failures = b3["prune"]["failures"].as_array().unwrap();
     assert_eq!(failures.len(), 1, "{b3}");
@@ -273,7 +255,7 @@ async fn backup_prunes_after_a_good_run_only_and_a_prune_failure_keeps_the_backu
     assert!(objects(&bucket).await.contains_key(&b2_data));
 
     // A failed run (no member reachable) never prunes, even with a rule that would remove two.
-    put(&bucket, &m1_key, m1).await;
+    s3_put(&bucket, &m1_key, m1).await;
     let dead = write_s3_policy(
         dir.path(),
         "prod",

@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use etcd_client::{Client, GetOptions};
-use object_store::{ObjectStoreExt, PutPayload};
+use object_store::ObjectStoreExt;
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -171,25 +171,6 @@ async fn wiped_cluster_comes_back_with_every_key() {
     assert!(!out.exists());
 }
 
-/// Replace an S3 object's bytes.
-async fn put(bucket: &str, key: &str, bytes: Vec<u8>) {
-    s3_store(bucket)
-        .put(&key.into(), PutPayload::from(bytes))
-        .await
-        .unwrap();
-}
-
-async fn get(bucket: &str, key: &str) -> Vec<u8> {
-    s3_store(bucket)
-        .get(&key.into())
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap()
-        .to_vec()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn damaged_or_mismatched_backups_are_refused_and_nothing_is_staged() {
     let cluster = EtcdCluster::start(3);
@@ -241,8 +222,8 @@ async fn damaged_or_mismatched_backups_are_refused_and_nothing_is_staged() {
     let b_id = b["id"].as_str().unwrap();
     let data_key = format!("etcd/{}", b["manifest"]["stored"]["key"].as_str().unwrap());
     let manifest_key = format!("etcd/prod/{b_id}.manifest.json");
-    let good = get(&bucket, &data_key).await;
-    let good_manifest = get(&bucket, &manifest_key).await;
+    let good = s3_get(&bucket, &data_key).await;
+    let good_manifest = s3_get(&bucket, &manifest_key).await;
     let local_data = local.join(data_key.trim_start_matches("etcd/"));
     let local_manifest = local.join(manifest_key.trim_start_matches("etcd/"));
     assert_eq!(std::fs::read(&local_data).unwrap(), good);
@@ -251,7 +232,7 @@ async fn damaged_or_mismatched_backups_are_refused_and_nothing_is_staged() {
         let bucket = bucket.clone();
         async move {
             std::fs::write(&path, &bytes).unwrap();
-            put(&bucket, &key, bytes).await;
+            s3_put(&bucket, &key, bytes).await;
         }
     };
 
@@ -265,7 +246,7 @@ async fn damaged_or_mismatched_backups_are_refused_and_nothing_is_staged() {
     let mut flipped = good.clone();
     let mid = flipped.len() / 2;
     flipped[mid] ^= 0x40;
-    put(&bucket, &data_key, flipped.clone()).await;
+    s3_put(&bucket, &data_key, flipped.clone()).await;
     let o = try_restore(b_id, &key);
     assert!(o.status.success(), "one damaged copy: {}", stderr(&o));
     assert!(
@@ -462,12 +443,12 @@ async fn check_finds_the_corrupted_backup_and_the_drill_restores_the_newest() {
         "etcd/{}",
         bad["manifest"]["stored"]["key"].as_str().unwrap()
     );
-    let mut bytes = get(&bucket, &data_key).await;
+    let mut bytes = s3_get(&bucket, &data_key).await;
     let at = bytes.len() / 3;
     bytes[at] ^= 1;
-    put(&bucket, &data_key, bytes).await;
+    s3_put(&bucket, &data_key, bytes).await;
     // Leftovers of a crashed run: data without a manifest.
-    put(
+    s3_put(
         &bucket,
         "etcd/prod/20260101T000000Z-000001.snapshot.zst.age",
         b"partial".to_vec(),

@@ -125,6 +125,10 @@ pub struct Check {
     pub detail: String,
 }
 
+/// Name of the check that walked the whole bbolt structure: a backup whose manifest records it
+/// as passed is "verified" (retention always keeps the newest such backup).
+pub const STRUCTURE_CHECK: &str = "bbolt-structure";
+
 /// Outcome of a [`Check`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

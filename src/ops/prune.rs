@@ -142,7 +142,7 @@ fn candidates(listing: &ListReport) -> Vec<Candidate> {
                 verified: m
                     .checks
                     .iter()
-                    .any(|c| c.name == "bbolt-structure" && c.outcome == CheckOutcome::Passed),
+                    .any(|c| c.name == model::STRUCTURE_CHECK && c.outcome == CheckOutcome::Passed),
             }
         })
         .collect()

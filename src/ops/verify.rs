@@ -44,7 +44,7 @@ pub(crate) fn file_checks(report: &FileReport) -> Vec<Check> {
     vec![
         trailer,
         passed(
-            "bbolt-structure",
+            crate::model::STRUCTURE_CHECK,
             format!(
                 "{} branch, {} leaf, {} overflow pages; keys in order; no page referenced twice",
                 stats.branch_pages, stats.leaf_pages, stats.overflow_pages

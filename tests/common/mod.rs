@@ -403,6 +403,28 @@ pub fn s3_store(bucket: &str) -> object_store::aws::AmazonS3 {
         .unwrap()
 }
 
+/// Write (or replace) an object in a bucket on the test server.
+pub async fn s3_put(bucket: &str, key: &str, bytes: Vec<u8>) {
+    use object_store::ObjectStoreExt;
+    s3_store(bucket)
+        .put(&key.into(), object_store::PutPayload::from(bytes))
+        .await
+        .unwrap();
+}
+
+/// Read a whole object from a bucket on the test server.
+pub async fn s3_get(bucket: &str, key: &str) -> Vec<u8> {
+    use object_store::ObjectStoreExt;
+    s3_store(bucket)
+        .get(&key.into())
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+        .to_vec()
+}
+
 /// Unique bucket name for a test.
 pub fn bucket_name(test: &str) -> String {
     format!("lb-{}-{}", test.replace('_', "-"), free_port())
