@@ -22,6 +22,8 @@ pub enum Kind {
     Io,
     /// A bug or an unexpected state.
     Internal,
+    /// Stopped by a signal (SIGTERM, SIGINT) before the commit; nothing was committed.
+    Cancelled,
     /// Refused because of how it was asked: an existing output without `--force`, a declined
     /// confirmation, a non-empty data directory.
     Usage,
@@ -39,6 +41,7 @@ impl Kind {
             Kind::Storage => 6,
             Kind::Crypto => 7,
             Kind::Io => 8,
+            Kind::Cancelled => 9,
         }
     }
 }

@@ -9,6 +9,7 @@
 //!   age), and object storage. They know nothing of each other.
 //! - [`ops`]: the operations (backup, list, ...) composing them; shared by CLI and daemon, they
 //!   never print.
+//! - [`daemon`]: the scheduler, metrics and health endpoint around the same operations.
 //! - [`cli`]: argument parsing and all printing.
 //!
 //! Data flow of a backup:
@@ -22,6 +23,7 @@
 
 pub mod bbolt;
 pub mod cli;
+pub mod daemon;
 pub mod error;
 pub mod etcd;
 pub mod etcddb;

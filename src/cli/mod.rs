@@ -64,6 +64,34 @@ enum Command {
         /// Print the result as a JSON object.
         #[arg(long)]
         json: bool,
+        /// Write the run's metrics (Prometheus text format) to this file, atomically, for
+        /// node_exporter's textfile collector; written after failed runs too.
+        #[arg(long, value_name = "PATH")]
+        metrics_textfile: Option<PathBuf>,
+    },
+    /// Run every policy on its schedule, with /metrics and /healthz; stop with SIGTERM.
+    ///
+    /// Never runs two backups of one policy at once (a run still going when the next fires is
+    /// skipped and counted); runs a policy at once on start when its newest backup is older
+    /// than one period; reloads policy files on SIGHUP (a file that no longer loads keeps its
+    /// previous version). On SIGTERM/SIGINT it stops scheduling, lets running backups finish
+    /// within --grace, then aborts them (nothing committed).
+    Daemon {
+        /// Policy file; may be repeated.
+        #[arg(long = "policy", value_name = "FILE")]
+        policies: Vec<PathBuf>,
+        /// Directory whose *.yaml / *.yml files are policies.
+        #[arg(long, value_name = "DIR")]
+        policy_dir: Option<PathBuf>,
+        /// At most this many backups at once, across all policies.
+        #[arg(long, default_value_t = 1)]
+        max_concurrent: usize,
+        /// Serve /metrics and /healthz here (e.g. 127.0.0.1:9464).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<std::net::SocketAddr>,
+        /// After SIGTERM, how long running backups may take to finish before they are aborted.
+        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+        grace: std::time::Duration,
     },
     /// List a policy's backups, newest first.
     List {
@@ -199,10 +227,38 @@ async fn dispatch(cmd: Command) -> u8 {
             from_file,
             skip_hash_check,
             json,
-        } => match backup(&policy, from_file.as_deref(), skip_hash_check, json).await {
+            metrics_textfile,
+        } => match backup(
+            &policy,
+            from_file.as_deref(),
+            skip_hash_check,
+            json,
+            metrics_textfile.as_deref(),
+        )
+        .await
+        {
             Ok(()) => 0,
             Err(e) => fail(&e),
         },
+        Command::Daemon {
+            policies,
+            policy_dir,
+            max_concurrent,
+            listen,
+            grace,
+        } => {
+            let opts = crate::daemon::DaemonOptions {
+                policy_files: policies,
+                policy_dir,
+                max_concurrent,
+                listen,
+                grace,
+            };
+            match crate::daemon::run(opts).await {
+                Ok(()) => 0,
+                Err(e) => fail(&e),
+            }
+        }
         Command::List { policy, json } => list(&policy, json).await,
         Command::Inspect {
             file,
@@ -283,12 +339,50 @@ async fn backup(
     from_file: Option<&std::path::Path>,
     skip_hash_check: bool,
     json_out: bool,
+    textfile: Option<&std::path::Path>,
 ) -> Result<(), Error> {
     let lp = ops::load_policy(policy)?;
-    let r = match from_file {
-        Some(f) => ops::backup::backup_from_file(&lp, f, skip_hash_check).await?,
-        None => ops::backup(&lp).await?,
+    let metrics = crate::daemon::metrics::Metrics::new();
+    let name = lp.policy.name.clone();
+    metrics.attempt(&name, chrono::Utc::now());
+    // SIGTERM/SIGINT (a stopped systemd unit, Ctrl-C) abort the run cleanly before its commit.
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let on_signal = cancel.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let (Ok(mut t), Ok(mut i)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            tokio::select! {
+                _ = t.recv() => {}
+                _ = i.recv() => {}
+            }
+            on_signal.cancel();
+        }
+    });
+    let t0 = std::time::Instant::now();
+    let result = match from_file {
+        Some(f) => ops::backup::backup_from_file(&lp, f, skip_hash_check).await,
+        None => ops::backup::backup_until(&lp, &cancel).await,
     };
+    if let Some(path) = textfile {
+        match &result {
+            Ok(r) => metrics.success(&name, r, t0.elapsed()),
+            Err(e) => {
+                metrics.failure(&name, e);
+                // Keep "last success" meaningful after a failure: the newest stored backup.
+                let listing = ops::list(&lp).await;
+                if let Some(b) = listing.backups.first() {
+                    metrics.success_at(&name, b.manifest.finished_at);
+                }
+            }
+        }
+        if let Err(e) = metrics.write_textfile(path) {
+            eprintln!("warning: {}", e.chain());
+        }
+    }
+    let r = result?;
     if json_out {
         let prune = match &r.prune {
             None => serde_json::Value::Null,

@@ -23,6 +23,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 /// A committed backup.
@@ -64,6 +65,16 @@ async fn committed(
     }
 }
 
+fn cancelled(policy: &str) -> Error {
+    Error::new(
+        Kind::Cancelled,
+        format!(
+            "policy {policy}: backup stopped by a signal while the snapshot streamed; uploads were \
+             aborted and nothing was committed"
+        ),
+    )
+}
+
 /// How an attempt on one member ended badly.
 enum AttemptError {
     /// The member (or its bytes) failed: another member may do better.
@@ -74,6 +85,13 @@ enum AttemptError {
 
 /// Run one backup of `lp` now.
 pub async fn backup(lp: &LoadedPolicy) -> Result<BackupReport> {
+    backup_until(lp, &CancellationToken::new()).await
+}
+
+/// Run one backup of `lp` now; `cancel` aborts it cleanly while the snapshot streams (uploads
+/// aborted, spool removed, nothing committed). Once the stream is complete the run finishes: the
+/// remaining steps take seconds, and cutting them short would only waste the upload.
+pub async fn backup_until(lp: &LoadedPolicy, cancel: &CancellationToken) -> Result<BackupReport> {
     let p = &lp.policy;
     let started_at = Utc::now();
     let id = BackupId::new(started_at, rand::random::<u32>());
@@ -119,7 +137,10 @@ pub async fn backup(lp: &LoadedPolicy) -> Result<BackupReport> {
             leader = status.member_id == status.leader,
             "Snapshotting member"
         );
-        match attempt(lp, &id, started_at, &probe.endpoint, status).await {
+        if cancel.is_cancelled() {
+            return Err(cancelled(&p.name));
+        }
+        match attempt(lp, &id, started_at, &probe.endpoint, status, cancel).await {
             Ok(manifest) => return Ok(committed(lp, manifest, failed).await),
             Err(AttemptError::Member { message, integrity }) => {
                 warn!(endpoint = %probe.endpoint, error = %message, "Snapshot attempt failed; cleaned up");
@@ -164,6 +185,7 @@ async fn attempt(
     started_at: DateTime<Utc>,
     endpoint: &str,
     status: &MemberStatus,
+    cancel: &CancellationToken,
 ) -> Result<Manifest, AttemptError> {
     let p = &lp.policy;
     let spool_path = p
@@ -192,9 +214,16 @@ async fn attempt(
         timeout: p.snapshot.timeout.0,
         stall: p.snapshot.stall_timeout.0,
     };
-    let streamed = stream_snapshot(&mut client, limits, &plain_tx).await;
+    let streamed = tokio::select! {
+        s = stream_snapshot(&mut client, limits, &plain_tx) => Some(s),
+        () = cancel.cancelled() => None,
+    };
     drop(plain_tx);
     let (sealed, writers, fanned) = shipping.finish().await.map_err(AttemptError::Fatal)?;
+    let Some(streamed) = streamed else {
+        abort_all(&lp.destinations, writers).await;
+        return Err(AttemptError::Fatal(cancelled(&p.name)));
+    };
 
     let (verified, sealed) = match (streamed, sealed, fanned) {
         (Ok(v), Ok(s), Ok(())) => (v, s),

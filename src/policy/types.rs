@@ -348,7 +348,7 @@ impl Default for Selection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Schedule {
-    /// Standard 5-field cron expression.
+    /// Standard 5-field cron expression (a leading seconds field is also accepted).
     pub cron: CronExpr,
     /// IANA time zone the expression is read in.
     #[serde(default)]
@@ -356,25 +356,71 @@ pub struct Schedule {
     /// Random delay up to this long before each run.
     #[serde(default)]
     pub jitter: AnyDuration,
+    /// `/healthz` fails when the last success is older than this (default: two periods).
+    #[serde(default)]
+    pub stale_after: Option<PositiveDuration>,
 }
 
-/// A validated standard 5-field cron expression (minute hour day-of-month month day-of-week).
+impl Schedule {
+    /// The expression with a seconds field, as tokio-cron-scheduler wants it.
+    pub fn cron_with_seconds(&self) -> String {
+        if self.cron.0.split_whitespace().count() == 5 {
+            format!("0 {}", self.cron.0)
+        } else {
+            self.cron.0.clone()
+        }
+    }
+
+    /// The next run strictly after `t`.
+    pub fn next_after(
+        &self,
+        t: chrono::DateTime<chrono::Utc>,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
+        let local = t.with_timezone(&self.timezone.0);
+        parse_cron(&self.cron.0)
+            .ok()?
+            .find_next_occurrence(&local, false)
+            .ok()
+            .map(|n| n.with_timezone(&chrono::Utc))
+    }
+
+    /// The time between the two runs following `t` (the schedule's period around then).
+    pub fn period_at(&self, t: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+        let a = self.next_after(t)?;
+        let b = self.next_after(a)?;
+        (b - a).to_std().ok()
+    }
+
+    /// How old the last success may get before the policy counts as unhealthy.
+    pub fn stale_after_at(&self, t: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+        match &self.stale_after {
+            Some(d) => Some(d.0),
+            None => self.period_at(t).map(|p| p * 2),
+        }
+    }
+}
+
+fn parse_cron(s: &str) -> Result<croner::Cron, croner::errors::CronError> {
+    croner::parser::CronParser::builder()
+        .seconds(croner::parser::Seconds::Optional)
+        .year(croner::parser::Year::Disallowed)
+        .build()
+        .parse(s)
+}
+
+/// A validated cron expression: standard 5 fields (minute hour day-of-month month day-of-week),
+/// or 6 with a leading seconds field.
 #[derive(Debug, Clone)]
 pub struct CronExpr(pub String);
 string_newtype!(CronExpr, |s| {
     let fields = s.split_whitespace().count();
-    if fields != 5 {
+    if !(5..=6).contains(&fields) {
         return Err(format!(
-            "cron {s:?}: expected 5 fields (minute hour day-of-month month day-of-week), found \
-             {fields}"
+            "cron {s:?}: expected 5 fields (minute hour day-of-month month day-of-week), or 6 \
+             with seconds first; found {fields}"
         ));
     }
-    croner::parser::CronParser::builder()
-        .seconds(croner::parser::Seconds::Disallowed)
-        .year(croner::parser::Year::Disallowed)
-        .build()
-        .parse(s)
-        .map_err(|e| format!("cron {s:?}: {e}"))?;
+    parse_cron(s).map_err(|e| format!("cron {s:?}: {e}"))?;
     Ok(CronExpr(s.to_owned()))
 });
 

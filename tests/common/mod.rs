@@ -425,6 +425,21 @@ pub async fn s3_get(bucket: &str, key: &str) -> Vec<u8> {
         .to_vec()
 }
 
+/// `GET path` from a loopback HTTP server: (status code, body); `None` if nothing listens.
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).ok()?;
+    let status = resp.split_whitespace().nth(1)?.parse().ok()?;
+    let body = resp.split_once("\r\n\r\n")?.1.to_owned();
+    Some((status, body))
+}
+
 /// Unique bucket name for a test.
 pub fn bucket_name(test: &str) -> String {
     format!("lb-{}-{}", test.replace('_', "-"), free_port())

@@ -1,0 +1,468 @@
+//! `lifeboat daemon`: runs every policy on its cron schedule with tokio-cron-scheduler, never
+//! two runs of one policy at once, at most `max_concurrent` runs in all; catches up on start;
+//! serves `/metrics` and `/healthz`; reloads policies on SIGHUP and stops cleanly on
+//! SIGTERM/SIGINT. Each run is the same `ops::backup` (and its prune) the CLI runs.
+
+pub mod metrics;
+
+use crate::error::{Error, Kind, Result};
+use crate::ops::{self, LoadedPolicy};
+use chrono::Utc;
+use metrics::Metrics;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+use tokio_cron_scheduler::{Job, JobScheduler};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+/// How to run the daemon.
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    /// Policy files.
+    pub policy_files: Vec<PathBuf>,
+    /// A directory whose `*.yaml`/`*.yml` files are policies.
+    pub policy_dir: Option<PathBuf>,
+    /// At most this many runs at once, across policies.
+    pub max_concurrent: usize,
+    /// Where to serve `/metrics` and `/healthz`.
+    pub listen: Option<SocketAddr>,
+    /// How long a running backup may take to finish after SIGTERM before it is aborted.
+    pub grace: Duration,
+}
+
+/// One policy as the daemon runs it.
+struct PolicyState {
+    file: PathBuf,
+    lp: RwLock<Arc<LoadedPolicy>>,
+    running: AtomicBool,
+    last_success: Mutex<Option<chrono::DateTime<Utc>>>,
+}
+
+impl PolicyState {
+    fn current(&self) -> Arc<LoadedPolicy> {
+        self.lp.read().expect("policy lock").clone()
+    }
+}
+
+/// What every scheduled job and the HTTP handlers share.
+struct Runner {
+    policies: RwLock<BTreeMap<String, Arc<PolicyState>>>,
+    metrics: Metrics,
+    slots: Semaphore,
+    /// Cancelled when the grace period after SIGTERM is over: running backups abort.
+    abort: CancellationToken,
+    /// Set on SIGTERM: no new run starts.
+    stopping: AtomicBool,
+    tracker: TaskTracker,
+}
+
+impl Runner {
+    fn state(&self, name: &str) -> Option<Arc<PolicyState>> {
+        self.policies
+            .read()
+            .expect("policies lock")
+            .get(name)
+            .cloned()
+    }
+
+    /// A schedule fired (or catch-up): run unless this policy is already running.
+    fn fire(self: &Arc<Self>, name: String) {
+        if self.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        let Some(st) = self.state(&name) else {
+            return;
+        };
+        if st.running.swap(true, Ordering::SeqCst) {
+            warn!(policy = %name, "Previous run still going; this scheduled run is skipped");
+            self.metrics.skipped(&name);
+            return;
+        }
+        let me = self.clone();
+        // rustc cannot prove the backup future `Send` for every lifetime (rust-lang/rust#102211),
+        // so each run drives it on a blocking thread; its inner tasks still use the runtime.
+        let handle = tokio::runtime::Handle::current();
+        self.tracker.spawn_blocking(move || {
+            handle.block_on(me.run(name, st.clone()));
+            st.running.store(false, Ordering::SeqCst);
+        });
+    }
+
+    async fn run(self: Arc<Self>, name: String, st: Arc<PolicyState>) {
+        let name = name.as_str();
+        let lp = st.current();
+        let jitter = lp
+            .policy
+            .schedule
+            .as_ref()
+            .map_or(Duration::ZERO, |s| s.jitter.0);
+        if !jitter.is_zero() {
+            let delay = jitter.mul_f64(rand::random::<f64>());
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = self.abort.cancelled() => return,
+            }
+        }
+        let _slot = tokio::select! {
+            s = self.slots.acquire() => s.expect("semaphore never closed"),
+            () = self.abort.cancelled() => return,
+        };
+        let started = Utc::now();
+        self.metrics.attempt(name, started);
+        info!(policy = %name, "Scheduled backup starting");
+        let t0 = Instant::now();
+        match ops::backup::backup_until(&lp, &self.abort).await {
+            Ok(r) => {
+                info!(policy = %name, backup = %r.manifest.id, "Scheduled backup committed");
+                self.metrics.success(name, &r, t0.elapsed());
+                *st.last_success.lock().expect("lock") = Some(r.manifest.finished_at);
+            }
+            Err(e) => {
+                error!(policy = %name, error = %e.chain(), "Scheduled backup failed");
+                self.metrics.failure(name, &e);
+            }
+        }
+        if let Some(s) = &lp.policy.schedule {
+            self.metrics.next_run(name, s.next_after(Utc::now()));
+        }
+    }
+
+    /// Problems that make `/healthz` fail: policies whose last success is too old.
+    fn health(&self) -> Vec<String> {
+        let now = Utc::now();
+        let policies = self.policies.read().expect("policies lock");
+        let mut bad = Vec::new();
+        for (name, st) in policies.iter() {
+            let lp = st.current();
+            let Some(stale) = lp
+                .policy
+                .schedule
+                .as_ref()
+                .and_then(|s| s.stale_after_at(now))
+            else {
+                continue;
+            };
+            match *st.last_success.lock().expect("lock") {
+                None => bad.push(format!("policy {name}: no successful backup yet")),
+                Some(t) => {
+                    let age = (now - t).to_std().unwrap_or_default();
+                    if age > stale {
+                        bad.push(format!(
+                            "policy {name}: last successful backup finished {}s ago, more than \
+                             staleAfter {}s",
+                            age.as_secs(),
+                            stale.as_secs()
+                        ));
+                    }
+                }
+            }
+        }
+        bad
+    }
+}
+
+/// Policy files named on the command line and found in the directory, sorted.
+fn policy_paths(opts: &DaemonOptions) -> Result<Vec<PathBuf>> {
+    let mut paths = opts.policy_files.clone();
+    if let Some(dir) = &opts.policy_dir {
+        let entries = std::fs::read_dir(dir).map_err(|e| {
+            Error::new(
+                Kind::Policy,
+                format!("cannot read policy directory {}: {e}", dir.display()),
+            )
+        })?;
+        for e in entries.flatten() {
+            let p = e.path();
+            if matches!(p.extension().and_then(|x| x.to_str()), Some("yaml" | "yml")) {
+                paths.push(p);
+            }
+        }
+    }
+    paths.sort();
+    paths.dedup();
+    if paths.is_empty() {
+        return Err(Error::new(
+            Kind::Usage,
+            "no policies: give --policy FILE (repeatable) or --policy-dir DIR holding *.yaml files",
+        ));
+    }
+    Ok(paths)
+}
+
+/// Load a policy the daemon can schedule.
+fn load_scheduled(path: &Path) -> Result<LoadedPolicy> {
+    let lp = ops::load_policy(path)?;
+    if lp.policy.schedule.is_none() {
+        return Err(Error::new(
+            Kind::Policy,
+            format!(
+                "{}: policy {} has no spec.schedule; the daemon runs policies by their schedule \
+                 (add `schedule: {{cron: \"0 * * * *\"}}`, or use `lifeboat backup` from a timer)",
+                path.display(),
+                lp.policy.name
+            ),
+        ));
+    }
+    Ok(lp)
+}
+
+/// Run until SIGTERM or SIGINT.
+pub async fn run(opts: DaemonOptions) -> Result<()> {
+    let paths = policy_paths(&opts)?;
+    let metrics = Metrics::new();
+    let mut policies = BTreeMap::new();
+    for path in &paths {
+        let lp = load_scheduled(path)?;
+        metrics.policy_file(path, true, false);
+        let name = lp.policy.name.clone();
+        let st = Arc::new(PolicyState {
+            file: path.clone(),
+            lp: RwLock::new(Arc::new(lp)),
+            running: AtomicBool::new(false),
+            last_success: Mutex::new(None),
+        });
+        if let Some(other) = policies.insert(name.clone(), st) {
+            return Err(Error::new(
+                Kind::Policy,
+                format!(
+                    "policy name {name} is used by both {} and {}; names must be unique",
+                    other.file.display(),
+                    path.display()
+                ),
+            ));
+        }
+    }
+    let runner = Arc::new(Runner {
+        policies: RwLock::new(policies),
+        metrics,
+        slots: Semaphore::new(opts.max_concurrent.max(1)),
+        abort: CancellationToken::new(),
+        stopping: AtomicBool::new(false),
+        tracker: TaskTracker::new(),
+    });
+
+    let server_stop = CancellationToken::new();
+    if let Some(addr) = opts.listen {
+        serve(runner.clone(), addr, server_stop.clone()).await?;
+    }
+
+    let mut sched = JobScheduler::new().await.map_err(sched_err)?;
+    let mut jobs = schedule_all(&runner, &sched).await?;
+    sched.start().await.map_err(sched_err)?;
+    catch_up(&runner).await;
+
+    let mut term = signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut hup = signal(tokio::signal::unix::SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                info!("SIGHUP: reloading policies");
+                reload(&runner, &opts);
+                for id in jobs.drain(..) {
+                    let _ = sched.remove(&id).await;
+                }
+                jobs = schedule_all(&runner, &sched).await?;
+            }
+        }
+    }
+
+    info!(
+        grace_secs = opts.grace.as_secs(),
+        "Stopping: no new runs; waiting for running backups"
+    );
+    runner.stopping.store(true, Ordering::SeqCst);
+    let _ = sched.shutdown().await;
+    runner.tracker.close();
+    if tokio::time::timeout(opts.grace, runner.tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!("Grace period over: aborting running backups (nothing they wrote is committed)");
+        runner.abort.cancel();
+        runner.tracker.wait().await;
+    }
+    server_stop.cancel();
+    info!("Stopped");
+    Ok(())
+}
+
+fn signal(kind: tokio::signal::unix::SignalKind) -> Result<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(kind).map_err(|e| {
+        Error::new(
+            Kind::Internal,
+            format!("cannot install signal handler: {e}"),
+        )
+    })
+}
+
+fn sched_err(e: tokio_cron_scheduler::JobSchedulerError) -> Error {
+    Error::new(Kind::Internal, format!("scheduler: {e}"))
+}
+
+/// One cron job per policy; returns the job ids.
+async fn schedule_all(runner: &Arc<Runner>, sched: &JobScheduler) -> Result<Vec<uuid::Uuid>> {
+    let states: Vec<(String, Arc<PolicyState>)> = runner
+        .policies
+        .read()
+        .expect("policies lock")
+        .iter()
+        .map(|(n, s)| (n.clone(), s.clone()))
+        .collect();
+    let mut ids = Vec::new();
+    for (name, st) in states {
+        let lp = st.current();
+        let s = lp
+            .policy
+            .schedule
+            .as_ref()
+            .expect("daemon policies have a schedule");
+        let r = runner.clone();
+        let n = name.clone();
+        let job = Job::new_async_tz(s.cron_with_seconds().as_str(), s.timezone.0, move |_, _| {
+            r.fire(n.clone());
+            Box::pin(async {})
+        })
+        .map_err(|e| {
+            Error::new(
+                Kind::Policy,
+                format!("policy {name}: cannot schedule cron {:?}: {e}", s.cron.0),
+            )
+        })?;
+        ids.push(sched.add(job).await.map_err(sched_err)?);
+        runner.metrics.next_run(&name, s.next_after(Utc::now()));
+        info!(policy = %name, cron = %s.cron.0, timezone = %s.timezone.0.name(), "Scheduled");
+    }
+    Ok(ids)
+}
+
+/// On start: a policy whose newest backup is older than one period (or that has none) runs now.
+async fn catch_up(runner: &Arc<Runner>) {
+    let states: Vec<(String, Arc<PolicyState>)> = runner
+        .policies
+        .read()
+        .expect("policies lock")
+        .iter()
+        .map(|(n, s)| (n.clone(), s.clone()))
+        .collect();
+    for (name, st) in states {
+        let lp = st.current();
+        let listing = ops::list(&lp).await;
+        let newest = listing.backups.first().map(|b| b.manifest.finished_at);
+        if let Some(t) = newest {
+            runner.metrics.success_at(&name, t);
+            *st.last_success.lock().expect("lock") = Some(t);
+        }
+        let now = Utc::now();
+        let period = lp.policy.schedule.as_ref().and_then(|s| s.period_at(now));
+        let due = match (newest, period) {
+            (None, _) => true,
+            (Some(t), Some(p)) => (now - t).to_std().unwrap_or_default() > p,
+            (Some(_), None) => false,
+        };
+        if due {
+            info!(policy = %name, newest = ?newest, "Newest backup is older than one period: catching up now");
+            runner.fire(name);
+        }
+    }
+}
+
+/// SIGHUP: reload every policy file. A file that no longer loads keeps its previous version
+/// running; the error is logged and exported.
+fn reload(runner: &Runner, opts: &DaemonOptions) {
+    let paths = match policy_paths(opts) {
+        Ok(p) => p,
+        Err(e) => {
+            error!(error = %e.chain(), "Reload failed; keeping every policy as it was");
+            return;
+        }
+    };
+    let mut policies = runner.policies.write().expect("policies lock");
+    let by_file: BTreeMap<PathBuf, String> = policies
+        .iter()
+        .map(|(n, s)| (s.file.clone(), n.clone()))
+        .collect();
+    let mut next = BTreeMap::new();
+    for path in &paths {
+        match load_scheduled(path) {
+            Ok(lp) => {
+                runner.metrics.policy_file(path, true, true);
+                let name = lp.policy.name.clone();
+                let st = match policies.get(&name) {
+                    Some(st) if st.file == *path => {
+                        *st.lp.write().expect("policy lock") = Arc::new(lp);
+                        st.clone()
+                    }
+                    _ => Arc::new(PolicyState {
+                        file: path.clone(),
+                        lp: RwLock::new(Arc::new(lp)),
+                        running: AtomicBool::new(false),
+                        last_success: Mutex::new(None),
+                    }),
+                };
+                next.insert(name, st);
+            }
+            Err(e) => {
+                error!(file = %path.display(), error = %e.chain(), "Policy file failed to reload; its previous version keeps running");
+                runner.metrics.policy_file(path, false, true);
+                if let Some(old) = by_file.get(path).and_then(|n| policies.get(n)) {
+                    next.insert(by_file[path].clone(), old.clone());
+                }
+            }
+        }
+    }
+    *policies = next;
+}
+
+/// Serve `/metrics` and `/healthz` on `addr` until `stop`.
+async fn serve(runner: Arc<Runner>, addr: SocketAddr, stop: CancellationToken) -> Result<()> {
+    use axum::http::{StatusCode, header};
+    use axum::routing::get;
+    let metrics = {
+        let r = runner.clone();
+        move || {
+            let r = r.clone();
+            async move {
+                (
+                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    r.metrics.render(),
+                )
+            }
+        }
+    };
+    let healthz = move || {
+        let r = runner.clone();
+        async move {
+            let bad = r.health();
+            if bad.is_empty() {
+                (StatusCode::OK, "ok\n".to_owned())
+            } else {
+                (StatusCode::SERVICE_UNAVAILABLE, bad.join("\n") + "\n")
+            }
+        }
+    };
+    let app = axum::Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz));
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        Error::new(
+            Kind::Usage,
+            format!("cannot listen on {addr}: {e}; pick another --listen address"),
+        )
+    })?;
+    info!(%addr, "Serving /metrics and /healthz");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+    });
+    Ok(())
+}

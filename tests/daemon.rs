@@ -1,0 +1,286 @@
+//! The daemon against real etcd and a real S3 server: backups on schedule, metrics that move,
+//! /healthz that turns unhealthy when backups stop succeeding, SIGHUP with a broken policy,
+//! no overlapping runs, a clean abort on SIGTERM, and catch-up after a restart.
+
+mod common;
+
+use common::*;
+use futures::TryStreamExt;
+use object_store::ObjectStore;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Daemon {
+    child: Child,
+    port: u16,
+}
+
+impl Daemon {
+    fn start(policy: &Path, extra: &[&str]) -> Self {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+            .args(["daemon", "--policy", policy.to_str().unwrap()])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(extra)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("LIFEBOAT_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let d = Daemon { child, port };
+        wait_for("the daemon to listen", Duration::from_secs(20), || {
+            http_get(d.port, "/healthz").is_some()
+        });
+        d
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig}");
+    }
+
+    /// SIGTERM, then the exit code and how long it took.
+    fn stop(mut self) -> (Option<i32>, Duration) {
+        let t0 = Instant::now();
+        self.signal("TERM");
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return (s.code(), t0.elapsed());
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "daemon did not exit"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let (code, body) = http_get(self.port, "/metrics")?;
+        assert_eq!(code, 200);
+        let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned())))
+            .expect("/metrics parses as Prometheus text format");
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            })
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !ok() {
+        assert!(t0.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Keys of the bucket's objects under `etcd/prod/`.
+async fn keys(bucket: &str) -> Vec<String> {
+    s3_store(bucket)
+        .list(Some(&"etcd/prod".into()))
+        .map_ok(|m| m.location.to_string())
+        .try_collect()
+        .await
+        .unwrap()
+}
+
+fn count(keys: &[String], suffix: &str) -> usize {
+    keys.iter().filter(|k| k.ends_with(suffix)).count()
+}
+
+fn policy_with(dir: &Path, cluster: &EtcdCluster, bucket: &str, extra: &str) -> PathBuf {
+    let (_, rcpt) = age_key();
+    let p = write_s3_policy(dir, "prod", &cluster.endpoints(), bucket, &rcpt);
+    let text = std::fs::read_to_string(&p).unwrap();
+    std::fs::write(&p, format!("{text}{extra}")).unwrap();
+    p
+}
+
+fn spool_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir.join("spool"))
+        .map(|r| r.count())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn daemon_backs_up_on_schedule_reports_metrics_and_health() {
+    let mut cluster = EtcdCluster::start(3);
+    cluster.load("/k/", 100, 100).await;
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = bucket_name("daemon-schedule");
+    create_bucket(&bucket);
+    // Every 2 seconds (a leading seconds field), unhealthy 5 s after the last success.
+    let policy = policy_with(
+        dir.path(),
+        &cluster,
+        &bucket,
+        "  schedule: {cron: \"*/2 * * * * *\", staleAfter: 5s}\n",
+    );
+    let d = Daemon::start(&policy, &["--grace", "20s"]);
+
+    let t0 = Instant::now();
+    let mut n = 0;
+    while n < 3 {
+        assert!(t0.elapsed() < Duration::from_secs(40), "only {n} backups");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        n = count(&keys(&bucket).await, ".manifest.json");
+    }
+    let p = [("policy", "prod")];
+    let first = d
+        .metric("lifeboat_last_success_timestamp_seconds", &p)
+        .unwrap();
+    assert!(first > 1.7e9, "{first}");
+    assert!(d.metric("lifeboat_last_backup_revision", &p).unwrap() >= 2.0);
+    assert!(d.metric("lifeboat_next_run_timestamp_seconds", &p).unwrap() > first);
+    assert_eq!(http_get(d.port, "/healthz").unwrap().0, 200);
+    wait_for("the metrics to move", Duration::from_secs(20), || {
+        d.metric("lifeboat_last_success_timestamp_seconds", &p)
+            .unwrap()
+            > first
+    });
+
+    // A policy file that no longer parses: the old version keeps running, the error is exported.
+    let good = std::fs::read_to_string(&policy).unwrap();
+    std::fs::write(&policy, good.replace("cron:", "cronn:")).unwrap();
+    d.signal("HUP");
+    let file = [("file", policy.to_str().unwrap())];
+    wait_for("the reload error metric", Duration::from_secs(10), || {
+        d.metric("lifeboat_policy_reload_errors_total", &file) == Some(1.0)
+    });
+    assert_eq!(d.metric("lifeboat_policy_file_valid", &file), Some(0.0));
+    let before = count(&keys(&bucket).await, ".manifest.json");
+    let t0 = Instant::now();
+    while count(&keys(&bucket).await, ".manifest.json") <= before {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "no backup after the bad reload"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Backups stop succeeding: every member gone. /healthz turns 503 once staleAfter passes.
+    for i in 0..3 {
+        cluster.stop(i);
+    }
+    wait_for("/healthz to fail", Duration::from_secs(30), || {
+        http_get(d.port, "/healthz").is_some_and(|(c, _)| c == 503)
+    });
+    assert!(
+        d.metric(
+            "lifeboat_failures_total",
+            &[("policy", "prod"), ("stage", "snapshot")]
+        )
+        .unwrap()
+            >= 1.0
+    );
+    let (code, took) = d.stop();
+    assert_eq!(code, Some(0));
+    assert!(took < Duration::from_secs(20), "{took:?}");
+}
+
+/// Random, incompressible values: zstd level 19 on one thread makes the run take seconds.
+async fn load_random(cluster: &EtcdCluster, n: usize, len: usize) {
+    let mut c = etcd_client::Client::connect(cluster.endpoints(), None)
+        .await
+        .unwrap();
+    for i in 0..n {
+        let v: Vec<u8> = (0..len).map(|_| rand::random::<u8>()).collect();
+        c.put(format!("/big/{i:04}"), v, None).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_run_is_never_overlapped_and_sigterm_aborts_it_cleanly() {
+    let cluster = EtcdCluster::start(3);
+    load_random(&cluster, 120, 100_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = bucket_name("daemon-slow");
+    create_bucket(&bucket);
+    let policy = policy_with(
+        dir.path(),
+        &cluster,
+        &bucket,
+        "  schedule: {cron: \"* * * * * *\"}\n  compression: {level: 19, threads: 1}\n",
+    );
+    let d = Daemon::start(&policy, &["--grace", "1s"]);
+    let p = [("policy", "prod")];
+    // While the first (slow) run goes, the every-second schedule keeps firing: skipped, and
+    // never a second spool file.
+    let t0 = Instant::now();
+    loop {
+        assert!(spool_files(dir.path()) <= 1, "two runs at once");
+        if d.metric("lifeboat_skipped_runs_total", &p).unwrap_or(0.0) >= 2.0
+            && spool_files(dir.path()) == 1
+        {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "no skipped runs");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // SIGTERM mid-run with a 1 s grace: the run is aborted, nothing of it stays visible.
+    let (code, took) = d.stop();
+    assert_eq!(code, Some(0));
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    assert_eq!(spool_files(dir.path()), 0, "spool left behind");
+    let k = keys(&bucket).await;
+    assert_eq!(
+        count(&k, ".snapshot.zst.age"),
+        count(&k, ".manifest.json"),
+        "a data object without a manifest: {k:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_daemon_catches_up_on_start_and_not_again_after_a_restart() {
+    let cluster = EtcdCluster::start(3);
+    cluster.load("/k/", 50, 100).await;
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = bucket_name("daemon-catchup");
+    create_bucket(&bucket);
+    // Once a year: only catch-up can explain a backup now.
+    let policy = policy_with(
+        dir.path(),
+        &cluster,
+        &bucket,
+        "  schedule: {cron: \"0 3 1 1 *\", timezone: Europe/Berlin}\n",
+    );
+    let d = Daemon::start(&policy, &[]);
+    let t0 = Instant::now();
+    while count(&keys(&bucket).await, ".manifest.json") < 1 {
+        assert!(t0.elapsed() < Duration::from_secs(30), "no catch-up backup");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    wait_for("the run to finish", Duration::from_secs(30), || {
+        http_get(d.port, "/healthz").is_some_and(|(c, _)| c == 200)
+    });
+    assert_eq!(d.stop().0, Some(0));
+
+    // Restarted: the newest backup is minutes old, far less than a year: no new run.
+    let d = Daemon::start(&policy, &[]);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(count(&keys(&bucket).await, ".manifest.json"), 1);
+    assert_eq!(http_get(d.port, "/healthz").unwrap().0, 200);
+    assert_eq!(d.stop().0, Some(0));
+}
