@@ -156,6 +156,13 @@ enum Command {
     /// The newest backup is always kept; backups of other policies and clusters are never
     /// touched. Exit code 6 when a removal fails or a destination cannot be listed.
     Prune(prune::PruneArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// Shell to complete for.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), generated from this command line definition.
+    Man,
     /// Manage age keys.
     Key {
         #[command(subcommand)]
@@ -181,7 +188,7 @@ struct StoredArgs {
 enum PolicyCmd {
     /// Validate policy files and the files they name; no network traffic.
     Check {
-        /// Policy files.
+        /// Policy files, or directories of *.yaml files.
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
@@ -292,6 +299,30 @@ async fn dispatch(cmd: Command) -> u8 {
             Ok(code) => code,
             Err(e) => fail(&e),
         },
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "lifeboat",
+                &mut std::io::stdout(),
+            );
+            0
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            let mut buf = Vec::new();
+            match clap_mangen::Man::new(Cli::command()).render(&mut buf) {
+                Ok(()) => {
+                    out!("{}", String::from_utf8_lossy(&buf));
+                    0
+                }
+                Err(e) => fail(&Error::new(
+                    Kind::Io,
+                    format!("rendering the man page: {e}"),
+                )),
+            }
+        }
         Command::Key {
             cmd: KeyCmd::Generate { out },
         } => match ops::keys::generate_identity(&out) {
@@ -309,9 +340,13 @@ async fn dispatch(cmd: Command) -> u8 {
     }
 }
 
-fn policy_check(files: &[PathBuf]) -> u8 {
+fn policy_check(named: &[PathBuf]) -> u8 {
+    let files = match ops::load::policy_files(named) {
+        Ok(f) => f,
+        Err(e) => return fail(&e),
+    };
     let mut code = 0;
-    for f in files {
+    for f in &files {
         match ops::load_policy(f) {
             Ok(lp) => out!(
                 "ok: {} (policy {}, {} endpoint(s), {} destination(s), {})",

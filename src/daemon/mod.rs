@@ -167,32 +167,10 @@ impl Runner {
     }
 }
 
-/// Policy files named on the command line and found in the directory, sorted.
 fn policy_paths(opts: &DaemonOptions) -> Result<Vec<PathBuf>> {
-    let mut paths = opts.policy_files.clone();
-    if let Some(dir) = &opts.policy_dir {
-        let entries = std::fs::read_dir(dir).map_err(|e| {
-            Error::new(
-                Kind::Policy,
-                format!("cannot read policy directory {}: {e}", dir.display()),
-            )
-        })?;
-        for e in entries.flatten() {
-            let p = e.path();
-            if matches!(p.extension().and_then(|x| x.to_str()), Some("yaml" | "yml")) {
-                paths.push(p);
-            }
-        }
-    }
-    paths.sort();
-    paths.dedup();
-    if paths.is_empty() {
-        return Err(Error::new(
-            Kind::Usage,
-            "no policies: give --policy FILE (repeatable) or --policy-dir DIR holding *.yaml files",
-        ));
-    }
-    Ok(paths)
+    let mut named = opts.policy_files.clone();
+    named.extend(opts.policy_dir.clone());
+    ops::load::policy_files(&named)
 }
 
 /// Load a policy the daemon can schedule.

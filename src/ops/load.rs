@@ -190,3 +190,36 @@ pub fn load_policy(path: &Path) -> Result<LoadedPolicy> {
         destinations,
     })
 }
+
+/// Policy files from the command line: files as given, directories expanded to their `*.yaml`
+/// and `*.yml` files; sorted, without duplicates, and at least one.
+pub fn policy_files(named: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut paths = Vec::new();
+    for p in named {
+        if !p.is_dir() {
+            paths.push(p.clone());
+            continue;
+        }
+        let entries = std::fs::read_dir(p).map_err(|e| {
+            Error::new(
+                Kind::Policy,
+                format!("cannot read policy directory {}: {e}", p.display()),
+            )
+        })?;
+        for e in entries.flatten() {
+            let f = e.path();
+            if matches!(f.extension().and_then(|x| x.to_str()), Some("yaml" | "yml")) {
+                paths.push(f);
+            }
+        }
+    }
+    paths.sort();
+    paths.dedup();
+    if paths.is_empty() {
+        return Err(Error::new(
+            Kind::Usage,
+            "no policies: give policy files, or a directory holding *.yaml files",
+        ));
+    }
+    Ok(paths)
+}
