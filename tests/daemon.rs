@@ -284,3 +284,52 @@ async fn the_daemon_catches_up_on_start_and_not_again_after_a_restart() {
     assert_eq!(http_get(d.port, "/healthz").unwrap().0, 200);
     assert_eq!(d.stop().0, Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_daemons_with_the_etcd_lock_make_one_backup_per_slot() {
+    let cluster = EtcdCluster::start(3);
+    cluster.load("/k/", 50, 100).await;
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = bucket_name("daemon-lock");
+    create_bucket(&bucket);
+    let policy = policy_with(
+        dir.path(),
+        &cluster,
+        &bucket,
+        "  schedule: {cron: \"*/3 * * * * *\"}\n  lock: {etcd: {ttl: 5s}}\n",
+    );
+    let a = Daemon::start(&policy, &[]);
+    let b = Daemon::start(&policy, &[]);
+    let t0 = Instant::now();
+    while count(&keys(&bucket).await, ".manifest.json") < 4 {
+        assert!(t0.elapsed() < Duration::from_secs(60), "too few backups");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let taken = [("policy", "prod"), ("reason", "taken")];
+    let skips = a
+        .metric("lifeboat_skipped_runs_total", &taken)
+        .unwrap_or(0.0)
+        + b.metric("lifeboat_skipped_runs_total", &taken)
+            .unwrap_or(0.0);
+    assert_eq!(a.stop().0, Some(0));
+    assert_eq!(b.stop().0, Some(0));
+    assert!(skips >= 1.0, "the second daemon never found a slot taken");
+
+    // Every slot (3 s, aligned to the minute) has exactly one backup.
+    let mut slots = std::collections::BTreeMap::<i64, Vec<String>>::new();
+    for k in keys(&bucket)
+        .await
+        .iter()
+        .filter(|k| k.ends_with(".manifest.json"))
+    {
+        let m: serde_json::Value = serde_json::from_slice(&s3_get(&bucket, k).await).unwrap();
+        let started: chrono::DateTime<chrono::Utc> =
+            m["startedAt"].as_str().unwrap().parse().unwrap();
+        let slot = started.timestamp().div_euclid(3) * 3;
+        slots.entry(slot).or_default().push(m["id"].to_string());
+    }
+    assert!(
+        slots.values().all(|ids| ids.len() == 1),
+        "a slot backed up twice: {slots:?}"
+    );
+}

@@ -398,12 +398,15 @@ async fn backup(
     });
     let t0 = std::time::Instant::now();
     let result = match from_file {
-        Some(f) => ops::backup::backup_from_file(&lp, f, skip_hash_check).await,
+        Some(f) => ops::backup::backup_from_file(&lp, f, skip_hash_check)
+            .await
+            .map(|r| ops::Outcome::Committed(Box::new(r))),
         None => ops::backup::backup_until(&lp, &cancel).await,
     };
     if let Some(path) = textfile {
         match &result {
-            Ok(r) => metrics.success(&name, r, t0.elapsed()),
+            Ok(ops::Outcome::Committed(r)) => metrics.success(&name, r, t0.elapsed()),
+            Ok(ops::Outcome::Skipped { .. }) => metrics.skipped(&name, "taken"),
             Err(e) => {
                 metrics.failure(&name, e);
                 // Keep "last success" meaningful after a failure: the newest stored backup.
@@ -417,7 +420,23 @@ async fn backup(
             eprintln!("warning: {}", e.chain());
         }
     }
-    let r = result?;
+    let r = match result? {
+        ops::Outcome::Committed(r) => r,
+        ops::Outcome::Skipped { holder } => {
+            if json_out {
+                out!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({"skipped": true, "takenBy": holder}))
+                        .expect("json")
+                );
+            }
+            eprintln!(
+                "skipped: this slot of policy {name} is backed up by {holder} (spec.lock); \
+                 nothing to do"
+            );
+            return Ok(());
+        }
+    };
     if json_out {
         let prune = match &r.prune {
             None => serde_json::Value::Null,

@@ -112,8 +112,9 @@ impl Metrics {
             skipped: reg!(
                 IntCounterVec,
                 "lifeboat_skipped_runs_total",
-                "Scheduled runs skipped because the previous run was still going.",
-                p
+                "Scheduled runs skipped: the previous run was still going (overlap), or another \
+                 host holds the slot's etcd lock (taken).",
+                &["policy", "reason"]
             ),
             kept: reg!(
                 IntGaugeVec,
@@ -212,9 +213,9 @@ impl Metrics {
             .inc();
     }
 
-    /// A scheduled run was skipped.
-    pub fn skipped(&self, policy: &str) {
-        self.skipped.with_label_values(&[policy]).inc();
+    /// A scheduled run was skipped (`overlap` or `taken`).
+    pub fn skipped(&self, policy: &str, reason: &str) {
+        self.skipped.with_label_values(&[policy, reason]).inc();
     }
 
     /// When the policy runs next.

@@ -81,7 +81,7 @@ impl Runner {
         };
         if st.running.swap(true, Ordering::SeqCst) {
             warn!(policy = %name, "Previous run still going; this scheduled run is skipped");
-            self.metrics.skipped(&name);
+            self.metrics.skipped(&name, "overlap");
             return;
         }
         let me = self.clone();
@@ -118,10 +118,16 @@ impl Runner {
         info!(policy = %name, "Scheduled backup starting");
         let t0 = Instant::now();
         match ops::backup::backup_until(&lp, &self.abort).await {
-            Ok(r) => {
+            Ok(ops::Outcome::Committed(r)) => {
                 info!(policy = %name, backup = %r.manifest.id, "Scheduled backup committed");
                 self.metrics.success(name, &r, t0.elapsed());
                 *st.last_success.lock().expect("lock") = Some(r.manifest.finished_at);
+            }
+            Ok(ops::Outcome::Skipped { holder }) => {
+                info!(policy = %name, taken_by = %holder, "Slot backed up by another host; skipped");
+                self.metrics.skipped(name, "taken");
+                // The other host's backup counts as this policy's success.
+                *st.last_success.lock().expect("lock") = Some(Utc::now());
             }
             Err(e) => {
                 error!(policy = %name, error = %e.chain(), "Scheduled backup failed");

@@ -4,6 +4,7 @@
 //! and leaves no manifest.
 
 use super::LoadedPolicy;
+use super::lock::Claim;
 use super::prune::{PruneOptions, PruneReport};
 use super::verify::verify_snapshot;
 use crate::error::{Error, Kind, Result};
@@ -83,15 +84,27 @@ enum AttemptError {
     Fatal(Error),
 }
 
+/// How a scheduled or one-shot run ended without an error.
+#[derive(Debug)]
+pub enum Outcome {
+    /// A backup was committed.
+    Committed(Box<BackupReport>),
+    /// `spec.lock`: another host already backs up this slot.
+    Skipped {
+        /// Who holds the slot (host, pid, backup id).
+        holder: String,
+    },
+}
+
 /// Run one backup of `lp` now.
-pub async fn backup(lp: &LoadedPolicy) -> Result<BackupReport> {
+pub async fn backup(lp: &LoadedPolicy) -> Result<Outcome> {
     backup_until(lp, &CancellationToken::new()).await
 }
 
 /// Run one backup of `lp` now; `cancel` aborts it cleanly while the snapshot streams (uploads
 /// aborted, spool removed, nothing committed). Once the stream is complete the run finishes: the
 /// remaining steps take seconds, and cutting them short would only waste the upload.
-pub async fn backup_until(lp: &LoadedPolicy, cancel: &CancellationToken) -> Result<BackupReport> {
+pub async fn backup_until(lp: &LoadedPolicy, cancel: &CancellationToken) -> Result<Outcome> {
     let p = &lp.policy;
     let started_at = Utc::now();
     let id = BackupId::new(started_at, rand::random::<u32>());
@@ -121,13 +134,46 @@ pub async fn backup_until(lp: &LoadedPolicy, cancel: &CancellationToken) -> Resu
 
     super::ensure_private_dir(&p.snapshot.spool_dir)?;
 
+    let lock = match &p.lock {
+        None => None,
+        Some(_) => {
+            let ep = &probes[ranking.candidates[0]].endpoint;
+            match super::lock::claim(lp, ep, started_at, &id).await? {
+                Claim::TakenBy(holder) => return Ok(Outcome::Skipped { holder }),
+                Claim::Held(l) => Some(l),
+            }
+        }
+    };
+    let result = attempts(lp, &id, started_at, &probes, &ranking.candidates, cancel).await;
+    if let Some(l) = lock {
+        match &result {
+            Ok(_) => {
+                let period = p.schedule.as_ref().and_then(|s| s.period_at(started_at));
+                l.done(period).await;
+            }
+            Err(_) => l.release().await,
+        }
+    }
+    let (manifest, failed) = result?;
+    Ok(Outcome::Committed(Box::new(
+        committed(lp, manifest, failed).await,
+    )))
+}
+
+/// Try the candidates in order until one gives a committed backup: its manifest, and the
+/// attempts that failed before it.
+async fn attempts(
+    lp: &LoadedPolicy,
+    id: &BackupId,
+    started_at: DateTime<Utc>,
+    probes: &[crate::etcd::Probe],
+    candidates: &[usize],
+    cancel: &CancellationToken,
+) -> Result<(Manifest, Vec<String>)> {
+    let p = &lp.policy;
     let mut failed = Vec::new();
     let mut integrity_failures = 0;
-    for &idx in ranking
-        .candidates
-        .iter()
-        .take(p.snapshot.max_attempts.0 as usize)
-    {
+    for &idx in candidates.iter().take(p.snapshot.max_attempts.0 as usize) {
         let probe = &probes[idx];
         let status = probe.outcome.as_ref().expect("candidates are reachable");
         info!(
@@ -140,8 +186,8 @@ pub async fn backup_until(lp: &LoadedPolicy, cancel: &CancellationToken) -> Resu
         if cancel.is_cancelled() {
             return Err(cancelled(&p.name));
         }
-        match attempt(lp, &id, started_at, &probe.endpoint, status, cancel).await {
-            Ok(manifest) => return Ok(committed(lp, manifest, failed).await),
+        match attempt(lp, id, started_at, &probe.endpoint, status, cancel).await {
+            Ok(manifest) => return Ok((manifest, failed)),
             Err(AttemptError::Member { message, integrity }) => {
                 warn!(endpoint = %probe.endpoint, error = %message, "Snapshot attempt failed; cleaned up");
                 integrity_failures += usize::from(integrity);

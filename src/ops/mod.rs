@@ -10,11 +10,12 @@ pub mod inspect;
 pub mod keys;
 pub mod list;
 pub mod load;
+pub mod lock;
 pub mod prune;
 pub mod restore;
 pub mod verify;
 
-pub use backup::{BackupReport, backup};
+pub use backup::{BackupReport, Outcome, backup};
 pub use list::{ListReport, ListedBackup, list};
 pub use load::{LoadedPolicy, load_policy};
 

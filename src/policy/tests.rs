@@ -193,3 +193,47 @@ fn yaml_syntax_errors_are_located() {
     let e = err("apiVersion: lifeboat/v1\nkind: [\n");
     assert!(e.line.is_some(), "{e}");
 }
+
+fn schedule(cron: &str, tz: &str) -> Schedule {
+    let text = full(&recipient()).replace(
+        "{cron: \"0 2 * * *\", timezone: Europe/Berlin, jitter: 5m}",
+        &format!("{{cron: \"{cron}\", timezone: {tz}}}"),
+    );
+    parse("p.yaml", &text).unwrap().schedule.unwrap()
+}
+
+#[test]
+fn schedules_know_their_period_and_slots() {
+    use chrono::TimeZone;
+    let at = |h, m, s| chrono::Utc.with_ymd_and_hms(2026, 11, 21, h, m, s).unwrap();
+    let daily = schedule("0 2 * * *", "UTC");
+    assert_eq!(daily.cron_with_seconds(), "0 0 2 * * *");
+    assert_eq!(daily.period_at(at(5, 0, 0)).unwrap().as_secs(), 86_400);
+    assert_eq!(
+        daily.stale_after_at(at(5, 0, 0)).unwrap().as_secs(),
+        2 * 86_400
+    );
+    assert_eq!(daily.slot_at(at(5, 0, 0)), Some(at(2, 0, 0)));
+    assert_eq!(daily.slot_at(at(2, 0, 0)), Some(at(2, 0, 0)));
+    assert_eq!(
+        daily.slot_at(at(1, 59, 59)),
+        Some(chrono::Utc.with_ymd_and_hms(2026, 11, 20, 2, 0, 0).unwrap())
+    );
+    // 02:00 in Berlin is 01:00 UTC in November.
+    let berlin = schedule("0 2 * * *", "Europe/Berlin");
+    assert_eq!(berlin.slot_at(at(5, 0, 0)), Some(at(1, 0, 0)));
+    // Weekdays only: on Saturday the slot is Friday's run.
+    let weekdays = schedule("0 2 * * 1-5", "UTC");
+    assert_eq!(
+        weekdays.slot_at(at(12, 0, 0)),
+        Some(chrono::Utc.with_ymd_and_hms(2026, 11, 20, 2, 0, 0).unwrap())
+    );
+    // A leading seconds field.
+    let fast = schedule("*/3 * * * * *", "UTC");
+    assert_eq!(fast.cron_with_seconds(), "*/3 * * * * *");
+    assert_eq!(fast.slot_at(at(5, 0, 7)), Some(at(5, 0, 6)));
+    let late = at(5, 0, 7) + chrono::Duration::milliseconds(250);
+    assert_eq!(fast.slot_at(late), Some(at(5, 0, 6)));
+    assert_eq!(fast.next_after(late), Some(at(5, 0, 9)));
+    assert_eq!(fast.period_at(at(5, 0, 7)).unwrap().as_secs(), 3);
+}

@@ -27,6 +27,8 @@ pub struct Policy {
     pub destinations: Vec<DestinationSpec>,
     /// Which backups to keep (absent: keep all).
     pub retention: Option<Retention>,
+    /// One backup per scheduled slot across backup hosts (absent: no lock).
+    pub lock: Option<LockSpec>,
 }
 
 #[derive(Deserialize)]
@@ -50,6 +52,7 @@ impl PolicyDocument {
             encryption,
             destinations,
             retention,
+            lock,
         } = self.spec;
         Policy {
             name: self.metadata.name.0,
@@ -60,6 +63,7 @@ impl PolicyDocument {
             encryption,
             destinations: destinations.0,
             retention,
+            lock,
         }
     }
 }
@@ -129,6 +133,8 @@ struct Spec {
     destinations: Destinations,
     #[serde(default)]
     retention: Option<Retention>,
+    #[serde(default)]
+    lock: Option<LockSpec>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -376,12 +382,14 @@ impl Schedule {
         &self,
         t: chrono::DateTime<chrono::Utc>,
     ) -> Option<chrono::DateTime<chrono::Utc>> {
-        let local = t.with_timezone(&self.timezone.0);
+        use chrono::SubsecRound;
+        // croner carries the sub-second part of its input into the result; runs are whole seconds.
+        let local = t.trunc_subsecs(0).with_timezone(&self.timezone.0);
         parse_cron(&self.cron.0)
             .ok()?
             .find_next_occurrence(&local, false)
             .ok()
-            .map(|n| n.with_timezone(&chrono::Utc))
+            .map(|n| n.with_timezone(&chrono::Utc).trunc_subsecs(0))
     }
 
     /// The time between the two runs following `t` (the schedule's period around then).
@@ -389,6 +397,30 @@ impl Schedule {
         let a = self.next_after(t)?;
         let b = self.next_after(a)?;
         (b - a).to_std().ok()
+    }
+
+    /// The slot `t` falls in: the latest scheduled run at or before `t`. Every host computes the
+    /// same slot for a run however late jitter started it.
+    pub fn slot_at(
+        &self,
+        t: chrono::DateTime<chrono::Utc>,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
+        // Look back far enough to find a run at or before `t`, then walk forward to the latest.
+        let mut back = chrono::Duration::seconds(1);
+        let mut slot = loop {
+            let cand = self.next_after(t - back)?;
+            if cand <= t {
+                break cand;
+            }
+            if back > chrono::Duration::days(800) {
+                return None;
+            }
+            back = back * 2;
+        };
+        while let Some(n) = self.next_after(slot).filter(|n| *n <= t) {
+            slot = n;
+        }
+        Some(slot)
     }
 
     /// How old the last success may get before the policy counts as unhealthy.
@@ -962,4 +994,28 @@ impl TryFrom<RawRetention> for Retention {
         }
         Ok(retention)
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// lock
+
+/// `spec.lock`: coordinate backup hosts running the same policy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockSpec {
+    /// A lease-backed key in the cluster being backed up.
+    pub etcd: EtcdLock,
+}
+
+/// `spec.lock.etcd`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdLock {
+    /// Lease time to live: how long a dead holder blocks the slot.
+    #[serde(default = "default_lock_ttl")]
+    pub ttl: PositiveDuration,
+}
+
+fn default_lock_ttl() -> PositiveDuration {
+    PositiveDuration(Duration::from_secs(60))
 }
