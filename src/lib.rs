@@ -31,6 +31,7 @@ pub mod model;
 pub mod ops;
 pub mod pipeline;
 pub mod policy;
+pub mod progress;
 pub mod retention;
 pub mod runbook;
 pub mod store;

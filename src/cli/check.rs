@@ -31,6 +31,13 @@ pub struct CheckArgs {
     json: bool,
 }
 
+impl CheckArgs {
+    /// Whether the output is JSON (no progress bars then).
+    pub fn json(&self) -> bool {
+        self.json
+    }
+}
+
 pub async fn check(a: CheckArgs) -> Result<u8, Error> {
     let lp = ops::load_policy(&a.policy)?;
     let identities: ops::fetch::Identities = Arc::new(ops::fetch::load_identities(&a.identity)?);

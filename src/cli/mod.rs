@@ -207,6 +207,9 @@ enum KeyCmd {
 /// Run the command and return the process exit code.
 pub fn run(cli: Cli) -> u8 {
     telemetry::init(cli.log_format, &cli.log_level);
+    if shows_progress(&cli) {
+        crate::progress::install(Box::new(TerminalBars));
+    }
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -672,5 +675,55 @@ fn human_bytes(n: u64) -> String {
         format!("{n} B")
     } else {
         format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// Progress bars only for a person watching: stderr is a terminal, logs are human and the
+/// command's output is not JSON; never for the daemon.
+fn shows_progress(cli: &Cli) -> bool {
+    use std::io::IsTerminal;
+    let json = match &cli.command {
+        Command::Backup { json, .. } | Command::Inspect { json, .. } => *json,
+        Command::Restore(a) => a.json(),
+        Command::Check(a) => a.json(),
+        Command::Extract { .. } => false,
+        _ => return false,
+    };
+    !json && matches!(cli.log_format, LogFormat::Human) && std::io::stderr().is_terminal()
+}
+
+/// indicatif bars on stderr.
+struct TerminalBars;
+
+struct TerminalBar(indicatif::ProgressBar);
+
+impl crate::progress::Sink for TerminalBars {
+    fn start(&self, label: &str, total: Option<u64>) -> Box<dyn crate::progress::Bar> {
+        let pb = indicatif::ProgressBar::no_length();
+        if let Some(t) = total {
+            pb.set_length(t);
+        }
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+        ) {
+            pb.set_style(style.progress_chars("=> "));
+        }
+        pb.set_message(label.to_owned());
+        Box::new(TerminalBar(pb))
+    }
+}
+
+impl crate::progress::Bar for TerminalBar {
+    fn set(&self, done: u64, total: Option<u64>) {
+        if let Some(t) = total
+            && self.0.length() != Some(t)
+        {
+            self.0.set_length(t);
+        }
+        self.0.set_position(done);
+    }
+
+    fn finish(&self) {
+        self.0.finish_and_clear();
     }
 }

@@ -82,6 +82,13 @@ pub struct RestoreArgs {
     json: bool,
 }
 
+impl RestoreArgs {
+    /// Whether the output is JSON (no progress bars then).
+    pub fn json(&self) -> bool {
+        self.json
+    }
+}
+
 pub async fn restore(a: RestoreArgs) -> Result<(), Error> {
     let out = Output {
         path: a.output.clone(),

@@ -192,6 +192,7 @@ pub async fn stream_snapshot(
     client: &mut Client,
     limits: Limits,
     sink: &mpsc::Sender<Bytes>,
+    on_progress: &(dyn Fn(u64, Option<u64>) + Sync),
 ) -> Result<Verified, StreamError> {
     let deadline = Instant::now() + limits.timeout;
     let mut account = StreamAccount::new();
@@ -212,6 +213,7 @@ pub async fn stream_snapshot(
         account
             .accept(msg.remaining_bytes(), msg.blob())
             .map_err(StreamError::Fault)?;
+        on_progress(account.received(), account.total());
         if !msg.blob().is_empty() {
             sink.send(Bytes::copy_from_slice(msg.blob()))
                 .await

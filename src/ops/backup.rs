@@ -260,10 +260,13 @@ async fn attempt(
         timeout: p.snapshot.timeout.0,
         stall: p.snapshot.stall_timeout.0,
     };
+    let progress = crate::progress::start(&format!("snapshot from {endpoint}"), None);
+    let report = |done, total| progress.set(done, total);
     let streamed = tokio::select! {
-        s = stream_snapshot(&mut client, limits, &plain_tx) => Some(s),
+        s = stream_snapshot(&mut client, limits, &plain_tx, &report) => Some(s),
         () = cancel.cancelled() => None,
     };
+    drop(progress);
     drop(plain_tx);
     let (sealed, writers, fanned) = shipping.finish().await.map_err(AttemptError::Fatal)?;
     let Some(streamed) = streamed else {

@@ -260,6 +260,7 @@ pub async fn fetch_to(
         let synced = file.sync_all();
         (r, synced)
     });
+    let progress = crate::progress::start(&format!("download from {}", dest.name), Some(size));
     let mut h = Sha256::new();
     let mut got = 0u64;
     let mut download = Ok(());
@@ -268,6 +269,7 @@ pub async fn fetch_to(
             Ok(b) => {
                 h.update(&b);
                 got += b.len() as u64;
+                progress.set(got, Some(size));
                 if tx.send(b).await.is_err() {
                     break; // the worker failed; its error says why
                 }
@@ -279,6 +281,7 @@ pub async fn fetch_to(
         }
     }
     drop(tx);
+    drop(progress);
     let (unsealed, synced) = worker
         .await
         .map_err(|e| Error::new(Kind::Internal, format!("unseal task failed: {e}")))?;
