@@ -192,6 +192,8 @@ enum PolicyCmd {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Print the JSON Schema of the policy format (for editors and linters).
+    Schema,
 }
 
 #[derive(Debug, Subcommand)]
@@ -232,6 +234,15 @@ async fn dispatch(cmd: Command) -> u8 {
         Command::Policy {
             cmd: PolicyCmd::Check { files },
         } => policy_check(&files),
+        Command::Policy {
+            cmd: PolicyCmd::Schema,
+        } => {
+            out!(
+                "{}",
+                serde_json::to_string_pretty(&crate::policy::policy_schema()).expect("json")
+            );
+            0
+        }
         Command::Backup {
             policy,
             from_file,

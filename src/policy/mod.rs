@@ -4,8 +4,10 @@
 //! Validation happens while deserializing, inside small newtypes, so every error carries the
 //! line and column of the offending value.
 
+mod schema;
 mod types;
 
+pub use schema::policy_schema;
 pub use types::*;
 
 use std::fmt;
