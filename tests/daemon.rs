@@ -154,6 +154,13 @@ async fn daemon_backs_up_on_schedule_reports_metrics_and_health() {
     assert!(d.metric("lifeboat_last_backup_revision", &p).unwrap() >= 2.0);
     assert!(d.metric("lifeboat_next_run_timestamp_seconds", &p).unwrap() > first);
     assert_eq!(http_get(d.port, "/healthz").unwrap().0, 200);
+    let held = d
+        .metric(
+            "lifeboat_backups",
+            &[("policy", "prod"), ("destination", "s3")],
+        )
+        .unwrap();
+    assert!(held >= 2.0, "{held}");
     wait_for("the metrics to move", Duration::from_secs(20), || {
         d.metric("lifeboat_last_success_timestamp_seconds", &p)
             .unwrap()

@@ -183,26 +183,37 @@ impl Metrics {
                 self.duration
                     .with_label_values(&[policy, "prune"])
                     .set(took.as_secs_f64());
-                let mut held: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
-                for b in p.backups.iter().filter(|b| !b.removed) {
-                    for d in &b.destinations {
-                        let e = held.entry(d).or_default();
-                        e.0 += 1;
-                        e.1 += b.manifest.stored.size as i64;
-                    }
-                }
-                for (d, (n, bytes)) in held {
-                    self.kept.with_label_values(&[policy, d]).set(n);
-                    self.destination_bytes
-                        .with_label_values(&[policy, d])
-                        .set(bytes);
-                }
+                self.holdings(
+                    policy,
+                    p.backups
+                        .iter()
+                        .filter(|b| !b.removed)
+                        .map(|b| (&b.destinations[..], b.manifest.stored.size)),
+                );
                 if !p.failures.is_empty() {
                     self.failures.with_label_values(&[policy, "prune"]).inc();
                 }
             }
             Some(Err(_)) => self.failures.with_label_values(&[policy, "prune"]).inc(),
             None => {}
+        }
+    }
+
+    /// What each destination holds: (destinations holding it, stored size) per backup.
+    pub fn holdings<'a>(&self, policy: &str, backups: impl Iterator<Item = (&'a [String], u64)>) {
+        let mut held: BTreeMap<&str, (i64, i64)> = BTreeMap::new();
+        for (dests, size) in backups {
+            for d in dests {
+                let e = held.entry(d).or_default();
+                e.0 += 1;
+                e.1 += size as i64;
+            }
+        }
+        for (d, (n, bytes)) in held {
+            self.kept.with_label_values(&[policy, d]).set(n);
+            self.destination_bytes
+                .with_label_values(&[policy, d])
+                .set(bytes);
         }
     }
 

@@ -122,6 +122,17 @@ impl Runner {
                 info!(policy = %name, backup = %r.manifest.id, "Scheduled backup committed");
                 self.metrics.success(name, &r, t0.elapsed());
                 *st.last_success.lock().expect("lock") = Some(r.manifest.finished_at);
+                if r.prune.is_none() {
+                    // No prune report to count from: count what the destinations hold.
+                    let listing = ops::list(&lp).await;
+                    self.metrics.holdings(
+                        name,
+                        listing
+                            .backups
+                            .iter()
+                            .map(|b| (&b.destinations[..], b.manifest.stored.size)),
+                    );
+                }
             }
             Ok(ops::Outcome::Skipped { holder }) => {
                 info!(policy = %name, taken_by = %holder, "Slot backed up by another host; skipped");
