@@ -105,6 +105,22 @@ async fn keys(bucket: &str) -> Vec<String> {
         .unwrap()
 }
 
+/// Wait until the bucket holds at least `n` manifests.
+async fn wait_for_backups(bucket: &str, n: usize, seconds: u64) {
+    let t0 = Instant::now();
+    loop {
+        let have = count(&keys(bucket).await, ".manifest.json");
+        if have >= n {
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(seconds),
+            "{have} backups after {seconds}s; wanted {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 fn count(keys: &[String], suffix: &str) -> usize {
     keys.iter().filter(|k| k.ends_with(suffix)).count()
 }
@@ -139,13 +155,7 @@ async fn daemon_backs_up_on_schedule_reports_metrics_and_health() {
     );
     let d = Daemon::start(&policy, &["--grace", "20s"]);
 
-    let t0 = Instant::now();
-    let mut n = 0;
-    while n < 3 {
-        assert!(t0.elapsed() < Duration::from_secs(40), "only {n} backups");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        n = count(&keys(&bucket).await, ".manifest.json");
-    }
+    wait_for_backups(&bucket, 3, 40).await;
     let p = [("policy", "prod")];
     let first = d
         .metric("lifeboat_last_success_timestamp_seconds", &p)
@@ -177,14 +187,7 @@ async fn daemon_backs_up_on_schedule_reports_metrics_and_health() {
     });
     assert_eq!(d.metric("lifeboat_policy_file_valid", &file), Some(0.0));
     let before = count(&keys(&bucket).await, ".manifest.json");
-    let t0 = Instant::now();
-    while count(&keys(&bucket).await, ".manifest.json") <= before {
-        assert!(
-            t0.elapsed() < Duration::from_secs(20),
-            "no backup after the bad reload"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_backups(&bucket, before + 1, 20).await;
 
     // Backups stop succeeding: every member gone. /healthz turns 503 once staleAfter passes.
     for i in 0..3 {
@@ -274,11 +277,7 @@ async fn the_daemon_catches_up_on_start_and_not_again_after_a_restart() {
         "  schedule: {cron: \"0 3 1 1 *\", timezone: Europe/Berlin}\n",
     );
     let d = Daemon::start(&policy, &[]);
-    let t0 = Instant::now();
-    while count(&keys(&bucket).await, ".manifest.json") < 1 {
-        assert!(t0.elapsed() < Duration::from_secs(30), "no catch-up backup");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_backups(&bucket, 1, 30).await;
     wait_for("the run to finish", Duration::from_secs(30), || {
         http_get(d.port, "/healthz").is_some_and(|(c, _)| c == 200)
     });
@@ -307,11 +306,7 @@ async fn two_daemons_with_the_etcd_lock_make_one_backup_per_slot() {
     );
     let a = Daemon::start(&policy, &[]);
     let b = Daemon::start(&policy, &[]);
-    let t0 = Instant::now();
-    while count(&keys(&bucket).await, ".manifest.json") < 4 {
-        assert!(t0.elapsed() < Duration::from_secs(60), "too few backups");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_backups(&bucket, 4, 60).await;
     let taken = [("policy", "prod"), ("reason", "taken")];
     let skips = a
         .metric("lifeboat_skipped_runs_total", &taken)

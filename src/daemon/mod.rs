@@ -63,6 +63,15 @@ struct Runner {
 }
 
 impl Runner {
+    /// Every policy, by name, as of now.
+    fn all(&self) -> Vec<(String, Arc<PolicyState>)> {
+        let policies = self.policies.read().expect("policies lock");
+        policies
+            .iter()
+            .map(|(n, s)| (n.clone(), s.clone()))
+            .collect()
+    }
+
     fn state(&self, name: &str) -> Option<Arc<PolicyState>> {
         self.policies
             .read()
@@ -305,13 +314,7 @@ fn sched_err(e: tokio_cron_scheduler::JobSchedulerError) -> Error {
 
 /// One cron job per policy; returns the job ids.
 async fn schedule_all(runner: &Arc<Runner>, sched: &JobScheduler) -> Result<Vec<uuid::Uuid>> {
-    let states: Vec<(String, Arc<PolicyState>)> = runner
-        .policies
-        .read()
-        .expect("policies lock")
-        .iter()
-        .map(|(n, s)| (n.clone(), s.clone()))
-        .collect();
+    let states = runner.all();
     let mut ids = Vec::new();
     for (name, st) in states {
         let lp = st.current();
@@ -341,13 +344,7 @@ async fn schedule_all(runner: &Arc<Runner>, sched: &JobScheduler) -> Result<Vec<
 
 /// On start: a policy whose newest backup is older than one period (or that has none) runs now.
 async fn catch_up(runner: &Arc<Runner>) {
-    let states: Vec<(String, Arc<PolicyState>)> = runner
-        .policies
-        .read()
-        .expect("policies lock")
-        .iter()
-        .map(|(n, s)| (n.clone(), s.clone()))
-        .collect();
+    let states = runner.all();
     for (name, st) in states {
         let lp = st.current();
         let listing = ops::list(&lp).await;
