@@ -335,3 +335,69 @@ async fn two_daemons_with_the_etcd_lock_make_one_backup_per_slot() {
         "a slot backed up twice: {slots:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_shot_backups_write_a_metrics_textfile_even_when_they_fail() {
+    let cluster = EtcdCluster::start(3);
+    cluster.load("/k/", 50, 100).await;
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = bucket_name("textfile");
+    create_bucket(&bucket);
+    let policy = policy_with(dir.path(), &cluster, &bucket, "");
+    let prom = dir.path().join("lifeboat-prod.prom");
+    let prom_arg = prom.to_str().unwrap().to_owned();
+    let read = || {
+        let text = std::fs::read_to_string(&prom).unwrap();
+        prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+            .expect("textfile parses as Prometheus text format")
+    };
+    let value = |s: &prometheus_parse::Scrape, name: &str| {
+        s.samples
+            .iter()
+            .find(|x| x.metric == name)
+            .map(|x| match x.value {
+                prometheus_parse::Value::Gauge(v) | prometheus_parse::Value::Counter(v) => v,
+                _ => f64::NAN,
+            })
+    };
+    let o = lifeboat(&[
+        "backup",
+        "--policy",
+        policy.to_str().unwrap(),
+        "--metrics-textfile",
+        &prom_arg,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ok = read();
+    let success = value(&ok, "lifeboat_last_success_timestamp_seconds").unwrap();
+    assert!(success > 1.7e9);
+    assert!(value(&ok, "lifeboat_last_backup_stored_bytes").unwrap() > 0.0);
+
+    // The same policy with no member reachable: exit 4, the file now counts the failure and
+    // still says when the last good backup finished (read back from the bucket).
+    let dead = write_s3_policy(
+        dir.path(),
+        "prod",
+        &[format!("http://127.0.0.1:{}", free_port())],
+        &bucket,
+        &age_key().1,
+    );
+    let o = lifeboat(&[
+        "backup",
+        "--policy",
+        dead.to_str().unwrap(),
+        "--metrics-textfile",
+        &prom_arg,
+    ]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    let failed = read();
+    assert_eq!(value(&failed, "lifeboat_failures_total"), Some(1.0));
+    let after = value(&failed, "lifeboat_last_success_timestamp_seconds").unwrap();
+    assert!((after - success).abs() < 1.0, "{after} vs {success}");
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary metrics file left behind");
+}

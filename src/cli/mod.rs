@@ -395,9 +395,14 @@ async fn backup(
     let name = lp.policy.name.clone();
     metrics.attempt(&name, chrono::Utc::now());
     // SIGTERM/SIGINT (a stopped systemd unit, Ctrl-C) abort the run cleanly before its commit.
+    // A backup from a file is short and local; it keeps the default signal handling.
     let cancel = tokio_util::sync::CancellationToken::new();
     let on_signal = cancel.clone();
+    let watch_signals = from_file.is_none();
     tokio::spawn(async move {
+        if !watch_signals {
+            return;
+        }
         use tokio::signal::unix::{SignalKind, signal};
         if let (Ok(mut t), Ok(mut i)) = (
             signal(SignalKind::terminate()),
