@@ -95,10 +95,10 @@ fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
     }
 }
 
-/// Keys of the bucket's objects under `etcd/prod/`.
+/// Keys of the bucket's objects under `etcd/` (every policy).
 async fn keys(bucket: &str) -> Vec<String> {
     s3_store(bucket)
-        .list(Some(&"etcd/prod".into()))
+        .list(Some(&"etcd".into()))
         .map_ok(|m| m.location.to_string())
         .try_collect()
         .await
@@ -126,8 +126,18 @@ fn count(keys: &[String], suffix: &str) -> usize {
 }
 
 fn policy_with(dir: &Path, cluster: &EtcdCluster, bucket: &str, extra: &str) -> PathBuf {
+    named_policy(dir, "prod", cluster, bucket, extra)
+}
+
+fn named_policy(
+    dir: &Path,
+    name: &str,
+    cluster: &EtcdCluster,
+    bucket: &str,
+    extra: &str,
+) -> PathBuf {
     let (_, rcpt) = age_key();
-    let p = write_s3_policy(dir, "prod", &cluster.endpoints(), bucket, &rcpt);
+    let p = write_s3_policy(dir, name, &cluster.endpoints(), bucket, &rcpt);
     let text = std::fs::read_to_string(&p).unwrap();
     std::fs::write(&p, format!("{text}{extra}")).unwrap();
     p
@@ -227,16 +237,24 @@ async fn a_slow_run_is_never_overlapped_and_sigterm_aborts_it_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let bucket = bucket_name("daemon-slow");
     create_bucket(&bucket);
-    let policy = policy_with(
-        dir.path(),
-        &cluster,
-        &bucket,
-        "  schedule: {cron: \"* * * * * *\"}\n  compression: {level: 19, threads: 1}\n",
+    let slow = "  schedule: {cron: \"* * * * * *\"}\n  compression: {level: 19, threads: 1}\n";
+    let policy = policy_with(dir.path(), &cluster, &bucket, slow);
+    // A second policy sharing the host: --max-concurrent 1 makes it wait its turn.
+    let other = named_policy(dir.path(), "other", &cluster, &bucket, slow);
+    let d = Daemon::start(
+        &policy,
+        &[
+            "--grace",
+            "1s",
+            "--max-concurrent",
+            "1",
+            "--policy",
+            other.to_str().unwrap(),
+        ],
     );
-    let d = Daemon::start(&policy, &["--grace", "1s"]);
     let p = [("policy", "prod")];
     // While the first (slow) run goes, the every-second schedule keeps firing: skipped, and
-    // never a second spool file.
+    // never a second spool file, of this policy or the other.
     let t0 = Instant::now();
     loop {
         assert!(spool_files(dir.path()) <= 1, "two runs at once");
