@@ -181,6 +181,15 @@ async fn daemon_backs_up_on_schedule_reports_metrics_and_health() {
         )
         .unwrap();
     assert!(held >= 2.0, "{held}");
+    for stage in ["backup", "snapshot", "verify", "commit"] {
+        let took = d
+            .metric(
+                "lifeboat_last_run_duration_seconds",
+                &[("policy", "prod"), ("stage", stage)],
+            )
+            .unwrap_or_else(|| panic!("no duration for stage {stage}"));
+        assert!(took > 0.0 && took < 60.0, "{stage}: {took}");
+    }
     wait_for("the metrics to move", Duration::from_secs(20), || {
         d.metric("lifeboat_last_success_timestamp_seconds", &p)
             .unwrap()

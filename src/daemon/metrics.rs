@@ -82,7 +82,7 @@ impl Metrics {
             duration: reg!(
                 GaugeVec,
                 "lifeboat_last_run_duration_seconds",
-                "Duration of the last run, per stage (backup: snapshot to commit; prune).",
+                "Duration of the last run, per stage: backup (all of it), snapshot, verify, commit, prune.",
                 &["policy", "stage"]
             ),
             db_bytes: reg!(
@@ -177,12 +177,13 @@ impl Metrics {
         self.revision
             .with_label_values(&[policy])
             .set(m.snapshot.revision);
+        for (stage, d) in &r.stages {
+            self.duration
+                .with_label_values(&[policy, stage])
+                .set(d.as_secs_f64());
+        }
         match &r.prune {
             Some(Ok(p)) => {
-                let took = (Utc::now() - p.now).to_std().unwrap_or_default();
-                self.duration
-                    .with_label_values(&[policy, "prune"])
-                    .set(took.as_secs_f64());
                 self.holdings(
                     policy,
                     p.backups

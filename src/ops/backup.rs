@@ -39,7 +39,14 @@ pub struct BackupReport {
     /// The prune that followed (`retention.pruneAfterBackup`); its failure does not undo the
     /// backup.
     pub prune: Option<Result<PruneReport>>,
+    /// How long each stage of the successful attempt took: `snapshot` (stream, compress,
+    /// encrypt, upload), `verify` (database check while the last parts complete), `commit`
+    /// (manifests) and `prune`.
+    pub stages: Stages,
 }
+
+/// Named stage durations, in order.
+pub type Stages = Vec<(&'static str, Duration)>;
 
 /// The report of a committed backup, after the policy's prune when it asks for one. Only ever
 /// called after the commit: a failed run never prunes.
@@ -47,10 +54,13 @@ async fn committed(
     lp: &LoadedPolicy,
     manifest: Manifest,
     failed_attempts: Vec<String>,
+    mut stages: Stages,
 ) -> BackupReport {
     let prune = match &lp.policy.retention {
         Some(r) if r.prune_after_backup => {
+            let t = std::time::Instant::now();
             let result = super::prune::prune(lp, &PruneOptions::default()).await;
+            stages.push(("prune", t.elapsed()));
             if let Err(e) = &result {
                 warn!(policy = %lp.policy.name, error = %e, "Backup committed, but the prune after it failed");
             }
@@ -63,6 +73,7 @@ async fn committed(
         destinations: lp.destinations.iter().map(|d| d.name.clone()).collect(),
         failed_attempts,
         prune,
+        stages,
     }
 }
 
@@ -154,9 +165,9 @@ pub async fn backup_until(lp: &LoadedPolicy, cancel: &CancellationToken) -> Resu
             Err(_) => l.release().await,
         }
     }
-    let (manifest, failed) = result?;
+    let (manifest, failed, stages) = result?;
     Ok(Outcome::Committed(Box::new(
-        committed(lp, manifest, failed).await,
+        committed(lp, manifest, failed, stages).await,
     )))
 }
 
@@ -169,7 +180,7 @@ async fn attempts(
     probes: &[crate::etcd::Probe],
     candidates: &[usize],
     cancel: &CancellationToken,
-) -> Result<(Manifest, Vec<String>)> {
+) -> Result<(Manifest, Vec<String>, Stages)> {
     let p = &lp.policy;
     let mut failed = Vec::new();
     let mut integrity_failures = 0;
@@ -187,7 +198,7 @@ async fn attempts(
             return Err(cancelled(&p.name));
         }
         match attempt(lp, id, started_at, &probe.endpoint, status, cancel).await {
-            Ok(manifest) => return Ok((manifest, failed)),
+            Ok((manifest, stages)) => return Ok((manifest, failed, stages)),
             Err(AttemptError::Member { message, integrity }) => {
                 warn!(endpoint = %probe.endpoint, error = %message, "Snapshot attempt failed; cleaned up");
                 integrity_failures += usize::from(integrity);
@@ -232,8 +243,10 @@ async fn attempt(
     endpoint: &str,
     status: &MemberStatus,
     cancel: &CancellationToken,
-) -> Result<Manifest, AttemptError> {
+) -> Result<(Manifest, Stages), AttemptError> {
     let p = &lp.policy;
+    let mut stages = Stages::new();
+    let mut t = std::time::Instant::now();
     let spool_path = p
         .snapshot
         .spool_dir
@@ -269,6 +282,8 @@ async fn attempt(
     drop(progress);
     drop(plain_tx);
     let (sealed, writers, fanned) = shipping.finish().await.map_err(AttemptError::Fatal)?;
+    stages.push(("snapshot", t.elapsed()));
+    t = std::time::Instant::now();
     let Some(streamed) = streamed else {
         abort_all(&lp.destinations, writers).await;
         return Err(AttemptError::Fatal(cancelled(&p.name)));
@@ -357,8 +372,11 @@ async fn attempt(
         checks: checked.checks,
         lifeboat_version: env!("CARGO_PKG_VERSION").into(),
     };
+    stages.push(("verify", t.elapsed()));
+    t = std::time::Instant::now();
     commit(&lp.destinations, &manifest).await?;
-    Ok(manifest)
+    stages.push(("commit", t.elapsed()));
+    Ok((manifest, stages))
 }
 
 /// The seal stage (zstd, age, optional spool copy) and the fan-out to every destination, fed
@@ -713,7 +731,7 @@ pub async fn backup_from_file(
         lifeboat_version: env!("CARGO_PKG_VERSION").into(),
     };
     commit(&lp.destinations, &manifest).await.map_err(fatal)?;
-    Ok(committed(lp, manifest, Vec::new()).await)
+    Ok(committed(lp, manifest, Vec::new(), Stages::new()).await)
 }
 
 fn fatal(e: AttemptError) -> Error {
