@@ -428,3 +428,50 @@ async fn one_shot_backups_write_a_metrics_textfile_even_when_they_fail() {
         .collect();
     assert!(leftovers.is_empty(), "temporary metrics file left behind");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lock_held_by_a_dead_run_expires_with_its_lease() {
+    let cluster = EtcdCluster::start(3);
+    load_random(&cluster, 120, 100_000).await;
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = bucket_name("lock-expiry");
+    create_bucket(&bucket);
+    let policy = policy_with(
+        dir.path(),
+        &cluster,
+        &bucket,
+        "  compression: {level: 19, threads: 1}\n  lock: {etcd: {ttl: 2s}}\n",
+    );
+    let args = ["backup", "--policy", policy.to_str().unwrap(), "--json"];
+    // A run that holds the lock is killed outright (no cleanup at all) while it streams.
+    let mut holder = Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(
+        "the run to start streaming",
+        Duration::from_secs(30),
+        || spool_files(dir.path()) == 1,
+    );
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+
+    // Right away the slot is still taken by the dead run: skipped, not failed.
+    let o = lifeboat(&args);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["skipped"], true, "{v}");
+    assert!(v["takenBy"].as_str().unwrap().contains("backup"), "{v}");
+
+    // Once its 2 s lease has expired, the next run takes the slot and commits.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let o = lifeboat(&args);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(v["id"].is_string(), "{v}");
+    assert_eq!(count(&keys(&bucket).await, ".manifest.json"), 1);
+}
