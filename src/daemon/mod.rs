@@ -218,6 +218,10 @@ fn load_scheduled(path: &Path) -> Result<LoadedPolicy> {
 
 /// Run until SIGTERM or SIGINT.
 pub async fn run(opts: DaemonOptions) -> Result<()> {
+    // First, so a signal during start-up (catch-up lists every destination) is not fatal.
+    let mut term = signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut hup = signal(tokio::signal::unix::SignalKind::hangup())?;
     let paths = policy_paths(&opts)?;
     let metrics = Metrics::new();
     let mut policies = BTreeMap::new();
@@ -261,9 +265,6 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
     sched.start().await.map_err(sched_err)?;
     catch_up(&runner).await;
 
-    let mut term = signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut int = signal(tokio::signal::unix::SignalKind::interrupt())?;
-    let mut hup = signal(tokio::signal::unix::SignalKind::hangup())?;
     loop {
         tokio::select! {
             _ = term.recv() => break,
