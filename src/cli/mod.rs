@@ -150,10 +150,10 @@ enum Command {
     ///
     /// Nothing is staged; exit code 5 when any backup fails (or the drill does).
     Check(check::CheckArgs),
-    /// Apply the policy's retention: print each backup with the rules that keep it, then remove
-    /// the rest (manifest first, then data) and orphan data objects older than the grace period.
+    /// Apply the policy's retention: show why each backup is kept, remove the rest.
     ///
-    /// The newest backup is always kept; backups of other policies and clusters are never
+    /// Prints each backup with the rules that keep it, then removes the rest (manifest first,
+    /// then data) and orphan data objects older than the grace period. The newest backup is always kept; backups of other policies and clusters are never
     /// touched. Exit code 6 when a removal fails or a destination cannot be listed.
     Prune(prune::PruneArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
