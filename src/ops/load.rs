@@ -156,21 +156,42 @@ pub fn load_policy(path: &Path) -> Result<LoadedPolicy> {
 
     let mut destinations = Vec::new();
     for d in &policy.destinations {
+        if !d.required {
+            return Err(Error::new(
+                Kind::Policy,
+                format!(
+                    "{}: destination {:?}: `required: false` is not supported by this version \
+                     yet; remove it (every destination is required)",
+                    path.display(),
+                    d.name
+                ),
+            ));
+        }
         let mut opts = BTreeMap::new();
+        let allowed = d.kind.options();
         for (k, v) in &d.options {
-            match k.strip_suffix("File") {
-                Some(base) => {
-                    let secret = first_line(&read_referenced(
-                        path,
-                        &format!("destination {:?} option {k}", d.name),
-                        Path::new(v),
-                    )?);
-                    opts.insert(base.to_owned(), secret);
+            let o = allowed
+                .iter()
+                .find(|o| o.key == k)
+                .expect("options are validated while parsing");
+            let what = format!("destination {:?} option {k}", d.name);
+            let value = match o.value {
+                policy::OptionValue::Text => v.clone(),
+                policy::OptionValue::SecretFile => {
+                    first_line(&read_referenced(path, &what, Path::new(v))?)
                 }
-                None => {
-                    opts.insert(k.clone(), v.clone());
+                policy::OptionValue::WholeFile => {
+                    String::from_utf8(read_referenced(path, &what, Path::new(v))?).map_err(
+                        |_| {
+                            Error::new(
+                                Kind::Policy,
+                                format!("{}: {what}: {v} is not text", path.display()),
+                            )
+                        },
+                    )?
                 }
-            }
+            };
+            opts.insert(o.target, value);
         }
         let dest = Destination::build(d, &opts).map_err(|e| {
             Error::new(

@@ -141,18 +141,6 @@ pub async fn from_url(url: &str) -> Result<Source> {
     let (kind, prefix) = parse_destination_url(url).map_err(bad)?;
     // Split ".../<policy>/<file>" into the destination (what comes before) and the key.
     let (kind, prefix, policy, file) = match kind {
-        DestinationKind::S3 { bucket } => {
-            let mut parts: Vec<&str> = prefix.split('/').collect();
-            let (Some(file), Some(policy)) = (parts.pop(), parts.pop()) else {
-                return Err(bad("it does not name an object under a policy".into()));
-            };
-            (
-                DestinationKind::S3 { bucket },
-                parts.join("/"),
-                policy.to_owned(),
-                file.to_owned(),
-            )
-        }
         DestinationKind::Local { path } => {
             let name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned());
             let parent = path.parent().and_then(Path::parent);
@@ -172,14 +160,29 @@ pub async fn from_url(url: &str) -> Result<Source> {
                 file,
             )
         }
+        object_store_kind => {
+            let mut parts: Vec<&str> = prefix.split('/').collect();
+            let (Some(file), Some(policy)) = (parts.pop(), parts.pop()) else {
+                return Err(bad("it does not name an object under a policy".into()));
+            };
+            (
+                object_store_kind,
+                parts.join("/"),
+                policy.to_owned(),
+                file.to_owned(),
+            )
+        }
     };
     let key = format!("{policy}/{file}");
     let (id, role) = model::parse_key(&policy, &key)
         .ok_or_else(|| bad(format!("{file:?} is not a lifeboat object")))?;
     let base_url = match &kind {
-        DestinationKind::S3 { bucket } if prefix.is_empty() => format!("s3://{bucket}"),
-        DestinationKind::S3 { bucket } => format!("s3://{bucket}/{prefix}"),
         DestinationKind::Local { path } => format!("file://{}", path.display()),
+        DestinationKind::S3 { bucket: b }
+        | DestinationKind::Gcs { bucket: b }
+        | DestinationKind::Azure { container: b } => format!("{}://{b}/{prefix}", kind.scheme())
+            .trim_end_matches('/')
+            .to_owned(),
     };
     let spec = DestinationSpec {
         name: "from".into(),
@@ -187,6 +190,7 @@ pub async fn from_url(url: &str) -> Result<Source> {
         kind,
         prefix,
         options: BTreeMap::new(),
+        required: true,
     };
     let destination = Destination::build(&spec, &BTreeMap::new())
         .map_err(|e| Error::new(Kind::Storage, format!("--from {url:?}: {e}")))?;

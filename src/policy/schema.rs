@@ -2,7 +2,7 @@
 //! (`lifeboat policy schema`). The parser stays the authority: values such as cron expressions,
 //! recipients and URLs are checked there; the tests keep this schema and the parser in step.
 
-use super::S3_OPTIONS;
+use super::{AZURE_OPTIONS, CLIENT_OPTIONS, GCS_OPTIONS, S3_OPTIONS, StoreOption};
 use serde_json::{Value, json};
 
 fn duration(desc: &str) -> Value {
@@ -22,13 +22,23 @@ fn object(properties: Value, required: &[&str]) -> Value {
     })
 }
 
+fn all_options() -> impl Iterator<Item = &'static StoreOption> {
+    let mut seen = std::collections::BTreeSet::new();
+    S3_OPTIONS
+        .iter()
+        .chain(GCS_OPTIONS)
+        .chain(AZURE_OPTIONS)
+        .chain(CLIENT_OPTIONS)
+        .filter(move |o| seen.insert(o.key))
+}
+
 /// The schema.
 pub fn policy_schema() -> Value {
-    let options: serde_json::Map<String, Value> = S3_OPTIONS
-        .iter()
-        .map(|(k, _)| {
+    // Every scheme's options; which apply to which scheme is checked by the parser.
+    let options: serde_json::Map<String, Value> = all_options()
+        .map(|o| {
             (
-                (*k).to_owned(),
+                o.key.to_owned(),
                 json!({"type": ["string", "boolean", "number"]}),
             )
         })
@@ -86,8 +96,9 @@ pub fn policy_schema() -> Value {
                 ]},
                 "destinations": {"type": "array", "minItems": 1, "items": object(json!({
                     "name": {"type": "string", "minLength": 1},
-                    "url": {"type": "string", "pattern": "^(s3|file)://"},
+                    "url": {"type": "string", "pattern": "^(s3|gs|az|file)://"},
                     "options": {"type": "object", "additionalProperties": false, "properties": options},
+                    "required": {"type": "boolean", "description": "false: a failure here does not fail the backup."},
                 }), &["name", "url"])},
                 "retention": object(json!({
                     "keepLast": count("The newest N."),
@@ -131,15 +142,34 @@ spec:
   compression: {level: 3, threads: 2}
   encryption: {recipients: [], recipientsFile: /r}
   destinations:
-    - {name: a, url: "s3://b/p", options: {OPTIONS}}
+    - {name: a, url: "s3://b/p", options: {S3}}
+    - {name: b, url: "s3://b/q", options: {S3FILES}}
+    - {name: g, url: "gs://b/p", options: {GCS}, required: false}
+    - {name: z, url: "az://c/p", options: {AZURE}}
+    - {name: y, url: "az://c/q", options: {AZUREFILES}}
   retention: {keepLast: 1, keepHourly: 1, keepDaily: 1, keepWeekly: 1, keepMonthly: 1,
               keepYearly: 1, keepWithin: 1h, pruneAfterBackup: false, orphanGrace: 2h}
   lock: {etcd: {ttl: 30s}}
 "#;
-        let opts: Vec<String> = S3_OPTIONS.iter().map(|(k, _)| format!("{k}: x")).collect();
+        // Secrets may be given inline or as a file, not both: one destination of each scheme
+        // uses every option but the secret files, another only the secret files.
+        let opts = |own: &[StoreOption], files: bool| {
+            own.iter()
+                .chain(if files { &[][..] } else { CLIENT_OPTIONS })
+                .filter(|o| (o.value == crate::policy::OptionValue::SecretFile) == files)
+                .map(|o| format!("{}: {}", o.key, sample_value(o.key)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         let text = every_field
-            .replace("OPTIONS", &opts.join(", "))
-            .replace("allowHttp: x", "allowHttp: true");
+            .replace("{S3}", &format!("{{{}}}", opts(S3_OPTIONS, false)))
+            .replace("{S3FILES}", &format!("{{{}}}", opts(S3_OPTIONS, true)))
+            .replace("{GCS}", &format!("{{{}}}", opts(GCS_OPTIONS, false)))
+            .replace("{AZURE}", &format!("{{{}}}", opts(AZURE_OPTIONS, false)))
+            .replace(
+                "{AZUREFILES}",
+                &format!("{{{}}}", opts(AZURE_OPTIONS, true)),
+            );
         crate::policy::parse("all.yaml", &text).unwrap();
 
         // Every property of the schema appears in that policy: nothing in the schema is unknown
@@ -159,6 +189,15 @@ spec:
         collect_keys(&doc, &mut keys);
         for k in keys {
             assert!(names.contains(&k), "policy key {k} missing from the schema");
+        }
+    }
+
+    fn sample_value(key: &str) -> &'static str {
+        match key {
+            "allowHttp" | "virtualHostedStyle" | "useEmulator" | "sseBucketKeyEnabled" => "true",
+            "timeout" | "connectTimeout" | "retryTimeout" => "30s",
+            "retries" => "3",
+            _ => "x",
         }
     }
 

@@ -125,9 +125,21 @@ fn value_errors_point_at_the_value() {
         ),
         (
             "file:///var/backups/etcd",
-            "gs://bucket",
+            "ftp://bucket",
             17,
-            "not supported",
+            "expected s3://, gs://, az:// or file://",
+        ),
+        (
+            "region: us-east-1",
+            "region: us-east-1, retries: many",
+            16,
+            "a number of retries from 0 to 20",
+        ),
+        (
+            "allowHttp: true",
+            "allowHttp: yes-please",
+            16,
+            "true or false",
         ),
         (
             "file:///var/backups/etcd",
@@ -236,4 +248,44 @@ fn schedules_know_their_period_and_slots() {
     assert_eq!(fast.slot_at(late), Some(at(5, 0, 6)));
     assert_eq!(fast.next_after(late), Some(at(5, 0, 9)));
     assert_eq!(fast.period_at(at(5, 0, 7)).unwrap().as_secs(), 3);
+}
+
+#[test]
+fn gcs_and_azure_destinations_take_their_own_options() {
+    let r = recipient();
+    let text = full(&r).replace(
+        "    - {name: local, url: \"file:///var/backups/etcd\"}",
+        "    - {name: gcs, url: \"gs://backups/etcd/prod\", options: {serviceAccountFile: /sa.json, \
+         endpoint: \"http://127.0.0.1:4443\", timeout: 30s}}\n    - {name: blob, url: \
+         \"az://etcd/prod\", options: {accountName: acct, accessKeyFile: /key, retries: 5}, \
+         required: false}",
+    );
+    let p = parse("p.yaml", &text).unwrap();
+    assert_eq!(
+        p.destinations[1].kind,
+        DestinationKind::Gcs {
+            bucket: "backups".into()
+        }
+    );
+    assert_eq!(p.destinations[1].prefix, "etcd/prod");
+    assert!(p.destinations[1].required);
+    assert_eq!(
+        p.destinations[2].kind,
+        DestinationKind::Azure {
+            container: "etcd".into()
+        }
+    );
+    assert!(!p.destinations[2].required);
+
+    // An S3 option on Azure is refused with the valid list; a secret given twice is refused.
+    let e = err(&text.replace("accountName: acct", "region: eu"));
+    assert!(
+        e.message
+            .contains("valid options for az:// are: accountName"),
+        "{e}"
+    );
+    let e = err(&text.replace("accountName: acct", "accessKey: k"));
+    assert!(e.message.contains("set the same secret"), "{e}");
+    let e = err(&text.replace("gs://backups/etcd/prod", "gs:///etcd"));
+    assert!(e.message.contains("no bucket"), "{e}");
 }

@@ -709,6 +709,16 @@ pub enum DestinationKind {
         /// Bucket name.
         bucket: String,
     },
+    /// `gs://bucket/prefix`
+    Gcs {
+        /// Bucket name.
+        bucket: String,
+    },
+    /// `az://container/prefix`
+    Azure {
+        /// Container name.
+        container: String,
+    },
     /// `file:///absolute/dir`
     Local {
         /// Directory (must exist).
@@ -730,6 +740,9 @@ pub struct DestinationSpec {
     pub prefix: String,
     /// Options as (camelCase key, value); keys validated for the scheme.
     pub options: BTreeMap<String, String>,
+    /// Whether a backup needs this destination to be committed (default). A destination with
+    /// `required: false` that fails is left out of that backup, which is committed elsewhere.
+    pub required: bool,
 }
 
 #[derive(Deserialize)]
@@ -739,6 +752,8 @@ struct RawDestination {
     url: DestUrl,
     #[serde(default)]
     options: BTreeMap<String, Scalar>,
+    #[serde(default = "yes")]
+    required: bool,
 }
 
 struct DestName(String);
@@ -786,20 +801,125 @@ impl<'de> Deserialize<'de> for Scalar {
     }
 }
 
-/// S3 option keys: camelCase policy key → object_store configuration key. `*File` variants of
-/// the secret keys read the value from a file.
-pub const S3_OPTIONS: &[(&str, &str)] = &[
-    ("endpoint", "aws_endpoint"),
-    ("region", "aws_region"),
-    ("allowHttp", "allow_http"),
-    ("virtualHostedStyle", "aws_virtual_hosted_style_request"),
-    ("accessKeyId", "aws_access_key_id"),
-    ("secretAccessKey", "aws_secret_access_key"),
-    ("sessionToken", "aws_session_token"),
-    ("accessKeyIdFile", "aws_access_key_id"),
-    ("secretAccessKeyFile", "aws_secret_access_key"),
-    ("sessionTokenFile", "aws_session_token"),
+/// How a destination option's value is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OptionValue {
+    /// The value itself.
+    Text,
+    /// A file whose first line is a secret (credentials never sit in the YAML).
+    SecretFile,
+    /// A file whose whole content is the value (a PEM bundle, a service-account JSON key).
+    WholeFile,
+}
+
+/// One destination option: the camelCase key users write, the object_store configuration key
+/// it sets (or a `lifeboat_` key lifeboat applies itself), and how its value is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOption {
+    /// Key in the policy.
+    pub key: &'static str,
+    /// object_store configuration key, or `lifeboat_*`.
+    pub target: &'static str,
+    /// Value, secret file or whole file.
+    pub value: OptionValue,
+}
+
+const fn text(key: &'static str, target: &'static str) -> StoreOption {
+    StoreOption {
+        key,
+        target,
+        value: OptionValue::Text,
+    }
+}
+
+const fn secret(key: &'static str, target: &'static str) -> StoreOption {
+    StoreOption {
+        key,
+        target,
+        value: OptionValue::SecretFile,
+    }
+}
+
+const fn whole(key: &'static str, target: &'static str) -> StoreOption {
+    StoreOption {
+        key,
+        target,
+        value: OptionValue::WholeFile,
+    }
+}
+
+/// Options of every networked destination (the same meaning for every scheme).
+pub const CLIENT_OPTIONS: &[StoreOption] = &[
+    text("allowHttp", "allow_http"),
+    text("timeout", "timeout"),
+    text("connectTimeout", "connect_timeout"),
+    whole("caFile", "lifeboat_ca_pem"),
+    text("retries", "lifeboat_retries"),
+    text("retryTimeout", "lifeboat_retry_timeout"),
 ];
+
+/// `s3://` options (S3 and S3-compatible stores).
+pub const S3_OPTIONS: &[StoreOption] = &[
+    text("endpoint", "aws_endpoint"),
+    text("region", "aws_region"),
+    text("virtualHostedStyle", "aws_virtual_hosted_style_request"),
+    text("accessKeyId", "aws_access_key_id"),
+    text("secretAccessKey", "aws_secret_access_key"),
+    text("sessionToken", "aws_session_token"),
+    secret("accessKeyIdFile", "aws_access_key_id"),
+    secret("secretAccessKeyFile", "aws_secret_access_key"),
+    secret("sessionTokenFile", "aws_session_token"),
+    text("serverSideEncryption", "aws_server_side_encryption"),
+    text("sseKmsKeyId", "aws_sse_kms_key_id"),
+    text("sseBucketKeyEnabled", "aws_sse_bucket_key_enabled"),
+];
+
+/// `az://` options (Azure Blob Storage). Without credentials object_store uses the managed
+/// identity of the host.
+pub const AZURE_OPTIONS: &[StoreOption] = &[
+    text("accountName", "azure_storage_account_name"),
+    text("accessKey", "azure_storage_account_key"),
+    secret("accessKeyFile", "azure_storage_account_key"),
+    text("sasToken", "azure_storage_sas_key"),
+    secret("sasTokenFile", "azure_storage_sas_key"),
+    text("clientId", "azure_storage_client_id"),
+    secret("clientSecretFile", "azure_storage_client_secret"),
+    text("tenantId", "azure_storage_tenant_id"),
+    text("msiEndpoint", "azure_msi_endpoint"),
+    text("useEmulator", "azure_storage_use_emulator"),
+    text("endpoint", "azure_storage_endpoint"),
+];
+
+/// `gs://` options (Google Cloud Storage). Without them object_store uses application default
+/// credentials.
+pub const GCS_OPTIONS: &[StoreOption] = &[
+    whole("serviceAccountFile", "google_service_account_key"),
+    text("applicationCredentials", "google_application_credentials"),
+    text("endpoint", "google_base_url"),
+];
+
+impl DestinationKind {
+    /// The scheme as written in URLs.
+    pub fn scheme(&self) -> &'static str {
+        match self {
+            DestinationKind::S3 { .. } => "s3",
+            DestinationKind::Gcs { .. } => "gs",
+            DestinationKind::Azure { .. } => "az",
+            DestinationKind::Local { .. } => "file",
+        }
+    }
+
+    /// Every option this kind of destination takes.
+    pub fn options(&self) -> Vec<StoreOption> {
+        let own: &[StoreOption] = match self {
+            DestinationKind::S3 { .. } => S3_OPTIONS,
+            DestinationKind::Gcs { .. } => GCS_OPTIONS,
+            DestinationKind::Azure { .. } => AZURE_OPTIONS,
+            DestinationKind::Local { .. } => return Vec::new(),
+        };
+        own.iter().chain(CLIENT_OPTIONS).copied().collect()
+    }
+}
 
 /// A destination URL, parsed.
 struct DestUrl {
@@ -810,20 +930,30 @@ struct DestUrl {
 /// Parse a destination URL (`s3://bucket/prefix`, `file:///dir`) into its kind and key prefix.
 pub fn parse_destination_url(s: &str) -> Result<(DestinationKind, String), String> {
     let url = url::Url::parse(s).map_err(|e| {
-        format!("url {s:?}: {e}; expected s3://bucket/prefix or file:///absolute/dir")
+        format!(
+            "url {s:?}: {e}; expected s3://bucket/prefix, gs://bucket/prefix, \
+             az://container/prefix or file:///absolute/dir"
+        )
     })?;
     let (kind, prefix) = match url.scheme() {
-        "s3" => {
-            let bucket = url.host_str().unwrap_or_default().to_owned();
-            if bucket.is_empty() {
+        scheme @ ("s3" | "gs" | "az") => {
+            let name = url.host_str().unwrap_or_default().to_owned();
+            if name.is_empty() {
+                let what = if scheme == "az" {
+                    "container"
+                } else {
+                    "bucket"
+                };
                 return Err(format!(
-                    "url {s:?} has no bucket; expected s3://bucket/prefix"
+                    "url {s:?} has no {what}; expected {scheme}://{what}/prefix"
                 ));
             }
-            (
-                DestinationKind::S3 { bucket },
-                url.path().trim_matches('/').to_owned(),
-            )
+            let kind = match scheme {
+                "s3" => DestinationKind::S3 { bucket: name },
+                "gs" => DestinationKind::Gcs { bucket: name },
+                _ => DestinationKind::Azure { container: name },
+            };
+            (kind, url.path().trim_matches('/').to_owned())
         }
         "file" => {
             if url.host_str().is_some_and(|h| !h.is_empty()) {
@@ -837,16 +967,9 @@ pub fn parse_destination_url(s: &str) -> Result<(DestinationKind, String), Strin
                 .map_err(|()| format!("url {s:?} is not a local path"))?;
             (DestinationKind::Local { path }, String::new())
         }
-        "gs" | "az" | "azure" => {
-            return Err(format!(
-                "url {s:?}: {}:// destinations are not supported by this version yet; use s3:// \
-                 (including S3-compatible stores) or file://",
-                url.scheme()
-            ));
-        }
         other => {
             return Err(format!(
-                "url {s:?}: unknown scheme {other:?}; expected s3:// or file://"
+                "url {s:?}: unknown scheme {other:?}; expected s3://, gs://, az:// or file://"
             ));
         }
     };
@@ -871,26 +994,38 @@ impl TryFrom<RawDestination> for DestinationSpec {
             kind,
             prefix,
         } = raw.url;
-        let scheme = url.split(':').next().unwrap_or_default().to_owned();
-        let allowed: &[(&str, &str)] = match kind {
-            DestinationKind::S3 { .. } => S3_OPTIONS,
-            DestinationKind::Local { .. } => &[],
-        };
+        let allowed = kind.options();
         let mut options = BTreeMap::new();
         for (k, v) in raw.options {
-            if !allowed.iter().any(|(a, _)| *a == k) {
-                let valid: Vec<&str> = allowed.iter().map(|(a, _)| *a).collect();
+            let Some(opt) = allowed.iter().find(|o| o.key == k) else {
+                let valid: Vec<&str> = allowed.iter().map(|o| o.key).collect();
                 return Err(format!(
                     "destination {name:?}: unknown option {k:?}; valid options for {}:// are: {}",
-                    scheme,
+                    kind.scheme(),
                     if valid.is_empty() {
                         "(none)".to_owned()
                     } else {
                         valid.join(", ")
                     }
                 ));
-            }
+            };
+            check_option_value(&name, opt, &v.0)?;
             options.insert(k, v.0);
+        }
+        // A secret given twice (inline and as a file) is ambiguous.
+        for o in allowed
+            .iter()
+            .filter(|o| o.value == OptionValue::SecretFile)
+        {
+            if let Some(inline) = allowed.iter().find(|i| {
+                i.target == o.target && i.value == OptionValue::Text && options.contains_key(i.key)
+            }) && options.contains_key(o.key)
+            {
+                return Err(format!(
+                    "destination {name:?}: {} and {} set the same secret; keep one (the file)",
+                    inline.key, o.key
+                ));
+            }
         }
         Ok(DestinationSpec {
             name,
@@ -898,8 +1033,34 @@ impl TryFrom<RawDestination> for DestinationSpec {
             kind,
             prefix,
             options,
+            required: raw.required,
         })
     }
+}
+
+/// Values lifeboat or object_store would only refuse later, checked while parsing.
+fn check_option_value(dest: &str, o: &StoreOption, v: &str) -> Result<(), String> {
+    let bad = |what: &str| {
+        Err(format!(
+            "destination {dest:?}: option {} = {v:?}: expected {what}",
+            o.key
+        ))
+    };
+    match o.key {
+        "allowHttp" | "virtualHostedStyle" | "useEmulator" | "sseBucketKeyEnabled"
+            if !matches!(v, "true" | "false") =>
+        {
+            return bad("true or false");
+        }
+        "timeout" | "connectTimeout" | "retryTimeout" if humantime::parse_duration(v).is_err() => {
+            return bad("a duration such as 30s or 5m");
+        }
+        "retries" if !v.parse::<u32>().is_ok_and(|n| n <= 20) => {
+            return bad("a number of retries from 0 to 20");
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -2,14 +2,17 @@
 //! destination. It knows the operations a backup needs (multipart upload, create-only manifest
 //! put, list, get, delete) and nothing about etcd.
 
-use crate::policy::{DestinationKind, DestinationSpec, S3_OPTIONS};
+use crate::policy::{DestinationKind, DestinationSpec};
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{
-    ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig, WriteMultipart,
+    Certificate, ClientConfigKey, ClientOptions, ObjectStore, ObjectStoreExt, PutMode, PutOptions,
+    PutPayload, RetryConfig, WriteMultipart,
 };
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -41,6 +44,8 @@ pub struct Destination {
     pub url: String,
     store: Arc<dyn ObjectStore>,
     prefix: String,
+    /// `required: false` destinations may fail without failing the backup.
+    pub required: bool,
 }
 
 impl std::fmt::Debug for Destination {
@@ -53,32 +58,14 @@ impl std::fmt::Debug for Destination {
 }
 
 impl Destination {
-    /// Build from a policy destination. `options` holds the option values with every `*File`
-    /// option already replaced by the file's content (see `ops::load`). No network I/O.
+    /// Build from a policy destination. `options` maps object_store configuration keys (and
+    /// lifeboat's own `lifeboat_*` keys) to values, with files already read (see `ops::load`).
+    /// No network I/O.
     pub fn build(
         spec: &DestinationSpec,
-        options: &BTreeMap<String, String>,
+        options: &BTreeMap<&'static str, String>,
     ) -> Result<Self, String> {
         let store: Arc<dyn ObjectStore> = match &spec.kind {
-            DestinationKind::S3 { bucket } => {
-                let mut b = AmazonS3Builder::from_env()
-                    .with_bucket_name(bucket)
-                    .with_retry(RetryConfig {
-                        max_retries: 4,
-                        retry_timeout: Duration::from_secs(90),
-                        ..Default::default()
-                    });
-                for (k, v) in options {
-                    let (_, osk) = S3_OPTIONS
-                        .iter()
-                        .find(|(name, _)| name == k)
-                        .ok_or_else(|| format!("unknown option {k:?}"))?;
-                    let key = AmazonS3ConfigKey::from_str(osk)
-                        .map_err(|e| format!("option {k:?}: {e}"))?;
-                    b = b.with_config(key, v.trim());
-                }
-                Arc::new(b.build().map_err(|e| e.to_string())?)
-            }
             DestinationKind::Local { path } => {
                 if !path.is_dir() {
                     return Err(format!(
@@ -92,12 +79,62 @@ impl Destination {
                         .with_automatic_cleanup(true),
                 )
             }
+            DestinationKind::S3 { bucket } => {
+                let (certs, retry, rest) = client_settings(options)?;
+                let mut b = AmazonS3Builder::from_env()
+                    .with_bucket_name(bucket)
+                    .with_retry(retry);
+                if !certs.is_empty() {
+                    let client = client_options(certs, |k| {
+                        b.get_config_value(&AmazonS3ConfigKey::Client(k))
+                    });
+                    b = b.with_client_options(client);
+                }
+                for (k, v) in rest {
+                    let key = AmazonS3ConfigKey::from_str(k).map_err(|e| e.to_string())?;
+                    b = b.with_config(key, v);
+                }
+                Arc::new(b.build().map_err(|e| e.to_string())?)
+            }
+            DestinationKind::Gcs { bucket } => {
+                let (certs, retry, rest) = client_settings(options)?;
+                let mut b = GoogleCloudStorageBuilder::from_env()
+                    .with_bucket_name(bucket)
+                    .with_retry(retry);
+                if !certs.is_empty() {
+                    let client =
+                        client_options(certs, |k| b.get_config_value(&GoogleConfigKey::Client(k)));
+                    b = b.with_client_options(client);
+                }
+                for (k, v) in rest {
+                    let key = GoogleConfigKey::from_str(k).map_err(|e| e.to_string())?;
+                    b = b.with_config(key, v);
+                }
+                Arc::new(b.build().map_err(|e| e.to_string())?)
+            }
+            DestinationKind::Azure { container } => {
+                let (certs, retry, rest) = client_settings(options)?;
+                let mut b = MicrosoftAzureBuilder::from_env()
+                    .with_container_name(container)
+                    .with_retry(retry);
+                if !certs.is_empty() {
+                    let client =
+                        client_options(certs, |k| b.get_config_value(&AzureConfigKey::Client(k)));
+                    b = b.with_client_options(client);
+                }
+                for (k, v) in rest {
+                    let key = AzureConfigKey::from_str(k).map_err(|e| e.to_string())?;
+                    b = b.with_config(key, v);
+                }
+                Arc::new(b.build().map_err(|e| e.to_string())?)
+            }
         };
         Ok(Self {
             name: spec.name.clone(),
             url: spec.url.clone(),
             store,
             prefix: spec.prefix.clone(),
+            required: spec.required,
         })
     }
 
@@ -182,4 +219,67 @@ impl Destination {
 /// One-line description of an object_store error, without request dumps.
 pub fn describe_store_error(e: &object_store::Error) -> String {
     crate::error::append_sources(e.to_string(), std::error::Error::source(e))
+}
+
+/// Extra trusted CAs, the retry policy, and the object_store keys left to apply.
+type ClientSettings = (Vec<Certificate>, RetryConfig, Vec<(&'static str, String)>);
+
+/// The HTTP client settings every networked store shares: extra trusted CAs, retries with
+/// backoff, and the rest of the options (object_store keys) to apply to the builder.
+fn client_settings(options: &BTreeMap<&'static str, String>) -> Result<ClientSettings, String> {
+    let mut certs = Vec::new();
+    let mut retry = RetryConfig {
+        max_retries: 4,
+        retry_timeout: Duration::from_secs(90),
+        ..Default::default()
+    };
+    let mut rest = Vec::new();
+    for (&k, v) in options {
+        let v = v.trim();
+        match k {
+            "lifeboat_ca_pem" => {
+                certs = Certificate::from_pem_bundle(v.as_bytes())
+                    .map_err(|e| format!("caFile: not a PEM certificate bundle: {e}"))?;
+                if certs.is_empty() {
+                    return Err("caFile: no certificate in the file".into());
+                }
+            }
+            "lifeboat_retries" => {
+                retry.max_retries = v
+                    .parse()
+                    .map_err(|_| format!("retries {v:?}: not a number"))?;
+            }
+            "lifeboat_retry_timeout" => {
+                retry.retry_timeout =
+                    humantime::parse_duration(v).map_err(|e| format!("retryTimeout {v:?}: {e}"))?;
+            }
+            _ => rest.push((k, v.to_owned())),
+        }
+    }
+    Ok((certs, retry, rest))
+}
+
+/// Client options trusting `certs` besides the system roots. Replacing a builder's client
+/// options drops what it read from the environment, so those settings are carried over.
+fn client_options(
+    certs: Vec<Certificate>,
+    from_env: impl Fn(ClientConfigKey) -> Option<String>,
+) -> ClientOptions {
+    let mut client = ClientOptions::new();
+    for c in certs {
+        client = client.with_root_certificate(c);
+    }
+    for key in [
+        ClientConfigKey::AllowHttp,
+        ClientConfigKey::Timeout,
+        ClientConfigKey::ConnectTimeout,
+        ClientConfigKey::ProxyUrl,
+        ClientConfigKey::ProxyCaCertificate,
+        ClientConfigKey::ProxyExcludes,
+    ] {
+        if let Some(v) = from_env(key) {
+            client = client.with_config(key, v);
+        }
+    }
+    client
 }
