@@ -276,6 +276,34 @@ async fn missing_bucket_fails_and_no_destination_keeps_anything() {
         "local destination must not keep a partial backup"
     );
     assert!(files_under(&s.spool).is_empty());
+
+    // The same destination marked `required: false`: the backup is committed at the local
+    // destination only, and says what was skipped and why.
+    let text = std::fs::read_to_string(&s.policy).unwrap();
+    let optional = text.replacen("{name: s3,", "{name: s3, required: false,", 1);
+    assert_ne!(optional, text);
+    std::fs::write(&s.policy, optional).unwrap();
+    let o = lifeboat(&["backup", "--policy", s.policy.to_str().unwrap(), "--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(r["destinations"], serde_json::json!(["local"]));
+    let skipped = r["skippedDestinations"].as_array().unwrap();
+    assert_eq!(skipped.len(), 1, "{r}");
+    assert!(
+        skipped[0].as_str().unwrap().contains("destination \"s3\""),
+        "{r}"
+    );
+    let id = r["id"].as_str().unwrap();
+    let mut local = files_under(&s.local);
+    local.sort();
+    assert_eq!(
+        local,
+        [
+            format!("prod/{id}.manifest.json"),
+            format!("prod/{id}.snapshot.zst.age")
+        ]
+    );
+    assert!(files_under(&s.spool).is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -467,12 +467,16 @@ async fn backup(
             "policy": r.manifest.policy,
             "destinations": r.destinations,
             "failedAttempts": r.failed_attempts,
+            "skippedDestinations": r.skipped_destinations,
             "manifest": r.manifest,
             "prune": prune,
         });
         out!("{}", serde_json::to_string_pretty(&v).expect("json"));
     } else {
         out!("{}", r.manifest.id);
+    }
+    for why in &r.skipped_destinations {
+        eprintln!("warning: {why}");
     }
     // The backup is committed either way; prune trouble is reported, never a failed backup.
     match &r.prune {

@@ -177,6 +177,12 @@ impl Metrics {
         self.revision
             .with_label_values(&[policy])
             .set(m.snapshot.revision);
+        if !r.skipped_destinations.is_empty() {
+            // Committed, but an optional destination does not hold it.
+            self.failures
+                .with_label_values(&[policy, "optional-destination"])
+                .inc_by(r.skipped_destinations.len() as u64);
+        }
         for (stage, d) in &r.stages {
             self.duration
                 .with_label_values(&[policy, stage])

@@ -34,6 +34,8 @@ pub struct BackupReport {
     pub manifest: Manifest,
     /// Names of the destinations holding it.
     pub destinations: Vec<String>,
+    /// Optional destinations (`required: false`) that failed and do not hold it, with why.
+    pub skipped_destinations: Vec<String>,
     /// Members tried before the one that worked, with why they failed.
     pub failed_attempts: Vec<String>,
     /// The prune that followed (`retention.pruneAfterBackup`); its failure does not undo the
@@ -45,6 +47,15 @@ pub struct BackupReport {
     pub stages: Stages,
 }
 
+/// A backup committed by one attempt, before the prune.
+struct Landed {
+    manifest: Manifest,
+    stages: Stages,
+    /// Indices of the destinations holding it.
+    destinations: Vec<usize>,
+    skipped: Skipped,
+}
+
 /// Named stage durations, in order.
 pub type Stages = Vec<(&'static str, Duration)>;
 
@@ -52,10 +63,15 @@ pub type Stages = Vec<(&'static str, Duration)>;
 /// called after the commit: a failed run never prunes.
 async fn committed(
     lp: &LoadedPolicy,
-    manifest: Manifest,
+    landed: Landed,
     failed_attempts: Vec<String>,
-    mut stages: Stages,
 ) -> BackupReport {
+    let Landed {
+        manifest,
+        mut stages,
+        destinations,
+        skipped,
+    } = landed;
     let prune = match &lp.policy.retention {
         Some(r) if r.prune_after_backup => {
             let t = std::time::Instant::now();
@@ -70,7 +86,11 @@ async fn committed(
     };
     BackupReport {
         manifest,
-        destinations: lp.destinations.iter().map(|d| d.name.clone()).collect(),
+        destinations: destinations
+            .iter()
+            .map(|&i| lp.destinations[i].name.clone())
+            .collect(),
+        skipped_destinations: skipped,
         failed_attempts,
         prune,
         stages,
@@ -165,9 +185,9 @@ pub async fn backup_until(lp: &LoadedPolicy, cancel: &CancellationToken) -> Resu
             Err(_) => l.release().await,
         }
     }
-    let (manifest, failed, stages) = result?;
+    let (landed, failed) = result?;
     Ok(Outcome::Committed(Box::new(
-        committed(lp, manifest, failed, stages).await,
+        committed(lp, landed, failed).await,
     )))
 }
 
@@ -180,7 +200,7 @@ async fn attempts(
     probes: &[crate::etcd::Probe],
     candidates: &[usize],
     cancel: &CancellationToken,
-) -> Result<(Manifest, Vec<String>, Stages)> {
+) -> Result<(Landed, Vec<String>)> {
     let p = &lp.policy;
     let mut failed = Vec::new();
     let mut integrity_failures = 0;
@@ -198,7 +218,7 @@ async fn attempts(
             return Err(cancelled(&p.name));
         }
         match attempt(lp, id, started_at, &probe.endpoint, status, cancel).await {
-            Ok((manifest, stages)) => return Ok((manifest, failed, stages)),
+            Ok(landed) => return Ok((landed, failed)),
             Err(AttemptError::Member { message, integrity }) => {
                 warn!(endpoint = %probe.endpoint, error = %message, "Snapshot attempt failed; cleaned up");
                 integrity_failures += usize::from(integrity);
@@ -243,7 +263,7 @@ async fn attempt(
     endpoint: &str,
     status: &MemberStatus,
     cancel: &CancellationToken,
-) -> Result<(Manifest, Stages), AttemptError> {
+) -> Result<Landed, AttemptError> {
     let p = &lp.policy;
     let mut stages = Stages::new();
     let mut t = std::time::Instant::now();
@@ -266,8 +286,9 @@ async fn attempt(
 
     let encrypted = !lp.recipients.is_empty();
     let data_key = model::data_key(&p.name, id, encrypted);
-    let writers = start_uploads(&lp.destinations, &data_key).await?;
-    let (plain_tx, shipping) = Shipping::start(lp, writers, Some((spool_path, spool)));
+    let mut skipped = Skipped::new();
+    let uploads = start_uploads(&lp.destinations, &data_key, &mut skipped).await?;
+    let (plain_tx, shipping) = Shipping::start(lp, uploads, Some((spool_path, spool)));
 
     let limits = Limits {
         timeout: p.snapshot.timeout.0,
@@ -281,23 +302,26 @@ async fn attempt(
     };
     drop(progress);
     drop(plain_tx);
-    let (sealed, writers, fanned) = shipping.finish().await.map_err(AttemptError::Fatal)?;
+    let (sealed, uploads, fanned) = shipping
+        .finish(&lp.destinations, &mut skipped)
+        .await
+        .map_err(AttemptError::Fatal)?;
     stages.push(("snapshot", t.elapsed()));
     t = std::time::Instant::now();
     let Some(streamed) = streamed else {
-        abort_all(&lp.destinations, writers).await;
+        abort_all(&lp.destinations, uploads).await;
         return Err(AttemptError::Fatal(cancelled(&p.name)));
     };
 
     let (verified, sealed) = match (streamed, sealed, fanned) {
         (Ok(v), Ok(s), Ok(())) => (v, s),
         (streamed, sealed, fanned) => {
-            abort_all(&lp.destinations, writers).await;
+            abort_all(&lp.destinations, uploads).await;
             return Err(classify(lp, &data_key, streamed, sealed, fanned));
         }
     };
     if sealed.plain_size != verified.db_size + TRAILER_LEN {
-        abort_all(&lp.destinations, writers).await;
+        abort_all(&lp.destinations, uploads).await;
         return Err(AttemptError::Fatal(Error::new(
             Kind::Internal,
             format!(
@@ -316,7 +340,7 @@ async fn attempt(
     // Read the spooled snapshot while the last parts upload; commit only if both succeed.
     let mut check_client = client.clone();
     let (completed, checked) = tokio::join!(
-        complete_uploads(&lp.destinations, writers, &data_key),
+        complete_uploads(&lp.destinations, uploads, &data_key, &mut skipped),
         verify_snapshot(
             spooled,
             verified.sha256,
@@ -329,12 +353,12 @@ async fn attempt(
                 .max(Duration::from_secs(10)),
         )
     );
-    completed?;
+    let landed = completed?;
     let checked = match checked {
         Ok(c) => c,
         Err(why) => {
-            for d in &lp.destinations {
-                remove_quietly(d, &data_key).await;
+            for &i in &landed {
+                remove_quietly(&lp.destinations[i], &data_key).await;
             }
             return Err(AttemptError::Member {
                 message: format!("verification failed, nothing was committed: {why}"),
@@ -374,26 +398,35 @@ async fn attempt(
     };
     stages.push(("verify", t.elapsed()));
     t = std::time::Instant::now();
-    commit(&lp.destinations, &manifest).await?;
+    let committed = commit(&lp.destinations, &landed, &manifest, &mut skipped).await?;
     stages.push(("commit", t.elapsed()));
-    Ok((manifest, stages))
+    Ok(Landed {
+        manifest,
+        stages,
+        destinations: committed,
+        skipped,
+    })
 }
 
 /// The seal stage (zstd, age, optional spool copy) and the fan-out to every destination, fed
 /// through the returned sender; shared by backups from a member and from a file.
 struct Shipping {
     seal_task: tokio::task::JoinHandle<std::result::Result<SealOutput, SealError>>,
-    fan_task: tokio::task::JoinHandle<(Vec<WriteMultipart>, Fanned)>,
+    fan_task: tokio::task::JoinHandle<FanOut>,
 }
 
 type Fanned = std::result::Result<(), (usize, object_store::Error)>;
 
+/// What the fan-out hands back: the live uploads, the optional ones it dropped, and how it ended.
+type FanOut = (Uploads, Vec<(usize, object_store::Error)>, Fanned);
+
 impl Shipping {
     fn start(
         lp: &LoadedPolicy,
-        writers: Vec<WriteMultipart>,
+        uploads: Uploads,
         spool: Option<(PathBuf, File)>,
     ) -> (mpsc::Sender<Bytes>, Self) {
+        let required = lp.destinations.iter().map(|d| d.required).collect();
         let (plain_tx, plain_rx) = mpsc::channel::<Bytes>(16);
         let (sealed_tx, sealed_rx) = mpsc::channel::<Bytes>(4);
         let cfg = SealConfig {
@@ -402,7 +435,7 @@ impl Shipping {
             recipients: lp.recipients.clone(),
         };
         let seal_task = tokio::task::spawn_blocking(move || seal(plain_rx, spool, &cfg, sealed_tx));
-        let fan_task = tokio::spawn(fan_out(sealed_rx, writers));
+        let fan_task = tokio::spawn(fan_out(sealed_rx, uploads, required));
         (
             plain_tx,
             Self {
@@ -413,23 +446,24 @@ impl Shipping {
     }
 
     /// Wait for both stages once the sender is dropped. The caller completes or aborts the
-    /// returned writers.
+    /// returned uploads; optional destinations that failed on the way are added to `skipped`.
     async fn finish(
         self,
-    ) -> Result<(
-        std::result::Result<SealOutput, SealError>,
-        Vec<WriteMultipart>,
-        Fanned,
-    )> {
+        dests: &[Destination],
+        skipped: &mut Skipped,
+    ) -> Result<(std::result::Result<SealOutput, SealError>, Uploads, Fanned)> {
         let sealed = self
             .seal_task
             .await
             .map_err(|e| Error::new(Kind::Internal, format!("seal task failed: {e}")))?;
-        let (writers, fanned) = self
+        let (uploads, dropped, fanned) = self
             .fan_task
             .await
             .map_err(|e| Error::new(Kind::Internal, format!("upload task failed: {e}")))?;
-        Ok((sealed, writers, fanned))
+        for (i, e) in dropped {
+            skip(skipped, &dests[i], "uploading", &e);
+        }
+        Ok((sealed, uploads, fanned))
     }
 }
 
@@ -502,16 +536,46 @@ fn upload_error(d: &Destination, key: &str, e: &object_store::Error) -> Error {
     )
 }
 
+/// A multipart upload to `lp.destinations[.0]`.
+type Uploads = Vec<(usize, WriteMultipart)>;
+
+/// Why destinations with `required: false` were left out of this backup.
+type Skipped = Vec<String>;
+
+fn skip(skipped: &mut Skipped, d: &Destination, what: &str, e: &object_store::Error) {
+    let why = format!(
+        "destination {:?} ({}): {what} failed: {}; it is optional (required: false), so the \
+         backup goes on without it",
+        d.name,
+        d.url,
+        describe_store_error(e)
+    );
+    warn!(destination = %d.name, "{why}");
+    skipped.push(why);
+}
+
+fn nothing_left(skipped: &Skipped) -> AttemptError {
+    AttemptError::Fatal(Error::new(
+        Kind::Storage,
+        format!(
+            "every destination failed; nothing was committed:\n  {}",
+            skipped.join("\n  ")
+        ),
+    ))
+}
+
 async fn start_uploads(
     dests: &[Destination],
     key: &str,
-) -> Result<Vec<WriteMultipart>, AttemptError> {
+    skipped: &mut Skipped,
+) -> Result<Uploads, AttemptError> {
     let started = futures::future::join_all(dests.iter().map(|d| d.start_upload(key))).await;
-    let mut writers = Vec::new();
+    let mut uploads = Vec::new();
     let mut first_err = None;
-    for (d, r) in dests.iter().zip(started) {
+    for (i, (d, r)) in dests.iter().zip(started).enumerate() {
         match r {
-            Ok(w) => writers.push(w),
+            Ok(w) => uploads.push((i, w)),
+            Err(e) if !d.required => skip(skipped, d, "starting the upload", &e),
             Err(e) => {
                 if first_err.is_none() {
                     first_err = Some(upload_error(d, key, &e));
@@ -520,58 +584,92 @@ async fn start_uploads(
         }
     }
     if let Some(e) = first_err {
-        for w in writers {
+        for (_, w) in uploads {
             let _ = w.abort().await;
         }
         return Err(AttemptError::Fatal(e));
     }
-    Ok(writers)
+    if uploads.is_empty() {
+        return Err(nothing_left(skipped));
+    }
+    Ok(uploads)
 }
 
-/// Copy every sealed chunk to every destination, waiting for part capacity (backpressure).
-/// Returns the writers so the caller decides between completing and aborting.
+/// Copy every sealed chunk to every destination, waiting for part capacity (backpressure). An
+/// optional destination that fails is aborted and left behind (its index and error returned);
+/// a required one stops the fan-out. Returns the uploads so the caller decides between
+/// completing and aborting.
 async fn fan_out(
     mut rx: mpsc::Receiver<Bytes>,
-    mut writers: Vec<WriteMultipart>,
-) -> (Vec<WriteMultipart>, Fanned) {
+    mut uploads: Uploads,
+    required: Vec<bool>,
+) -> FanOut {
+    let mut dropped = Vec::new();
     while let Some(chunk) = rx.recv().await {
-        for (i, w) in writers.iter_mut().enumerate() {
+        let mut i = 0;
+        while i < uploads.len() {
+            let (dest, w) = &mut uploads[i];
             if let Err(e) = w.wait_for_capacity(PARTS_IN_FLIGHT).await {
-                return (writers, Err((i, e)));
+                let dest = *dest;
+                if required[dest] {
+                    return (uploads, dropped, Err((dest, e)));
+                }
+                let (_, w) = uploads.remove(i);
+                let _ = w.abort().await;
+                dropped.push((dest, e));
+                continue;
             }
             w.put(chunk.clone());
+            i += 1;
         }
     }
-    (writers, Ok(()))
+    (uploads, dropped, Ok(()))
 }
 
-async fn abort_all(dests: &[Destination], writers: Vec<WriteMultipart>) {
+async fn abort_all(dests: &[Destination], uploads: Uploads) {
+    let (idx, writers): (Vec<usize>, Vec<WriteMultipart>) = uploads.into_iter().unzip();
     let results = futures::future::join_all(writers.into_iter().map(|w| w.abort())).await;
-    for (d, r) in dests.iter().zip(results) {
+    for (i, r) in idx.into_iter().zip(results) {
         if let Err(e) = r {
-            warn!(destination = %d.name, error = %describe_store_error(&e), "Aborting upload failed; the store may keep an incomplete multipart upload until its lifecycle rules remove it");
+            warn!(destination = %dests[i].name, error = %describe_store_error(&e), "Aborting upload failed; the store may keep an incomplete multipart upload until its lifecycle rules remove it");
         }
     }
 }
 
+/// Complete every upload; returns the destinations the data landed at.
 async fn complete_uploads(
     dests: &[Destination],
-    writers: Vec<WriteMultipart>,
+    uploads: Uploads,
     key: &str,
-) -> Result<(), AttemptError> {
+    skipped: &mut Skipped,
+) -> Result<Vec<usize>, AttemptError> {
+    let (idx, writers): (Vec<usize>, Vec<WriteMultipart>) = uploads.into_iter().unzip();
     let results = futures::future::join_all(writers.into_iter().map(|w| w.finish())).await;
-    let failed = results.iter().position(|r| r.is_err());
-    if let Some(i) = failed {
+    let failed_required = idx
+        .iter()
+        .zip(&results)
+        .position(|(&i, r)| r.is_err() && dests[i].required);
+    if let Some(p) = failed_required {
         // finish() aborted the failed ones; completed ones are visible and must go.
-        for (d, r) in dests.iter().zip(&results) {
+        for (&i, r) in idx.iter().zip(&results) {
             if r.is_ok() {
-                remove_quietly(d, key).await;
+                remove_quietly(&dests[i], key).await;
             }
         }
-        let e = results[i].as_ref().expect_err("position found an error");
-        return Err(AttemptError::Fatal(upload_error(&dests[i], key, e)));
+        let e = results[p].as_ref().expect_err("position found an error");
+        return Err(AttemptError::Fatal(upload_error(&dests[idx[p]], key, e)));
     }
-    Ok(())
+    let mut landed = Vec::new();
+    for (i, r) in idx.into_iter().zip(results) {
+        match r {
+            Ok(_) => landed.push(i),
+            Err(e) => skip(skipped, &dests[i], "completing the upload", &e),
+        }
+    }
+    if landed.is_empty() {
+        return Err(nothing_left(skipped));
+    }
+    Ok(landed)
 }
 
 async fn remove_quietly(d: &Destination, key: &str) {
@@ -580,34 +678,59 @@ async fn remove_quietly(d: &Destination, key: &str) {
     }
 }
 
-/// Write the manifest everywhere; if any destination refuses, un-commit the others.
-async fn commit(dests: &[Destination], m: &Manifest) -> Result<(), AttemptError> {
+/// Write the manifest at every destination the data landed at; returns those that committed.
+/// An optional destination that refuses loses its data object; a required one un-commits all.
+async fn commit(
+    dests: &[Destination],
+    landed: &[usize],
+    m: &Manifest,
+    skipped: &mut Skipped,
+) -> Result<Vec<usize>, AttemptError> {
     let key = model::manifest_key(&m.policy, &m.id);
     let body = m.to_json();
     let results =
-        futures::future::join_all(dests.iter().map(|d| d.put_new(&key, body.clone()))).await;
-    if let Some(i) = results.iter().position(|r| r.is_err()) {
-        for (d, r) in dests.iter().zip(&results) {
+        futures::future::join_all(landed.iter().map(|&i| dests[i].put_new(&key, body.clone())))
+            .await;
+    let failed_required = landed
+        .iter()
+        .zip(&results)
+        .position(|(&i, r)| r.is_err() && dests[i].required);
+    if let Some(p) = failed_required {
+        for (&i, r) in landed.iter().zip(&results) {
             if r.is_ok() {
-                remove_quietly(d, &key).await;
+                remove_quietly(&dests[i], &key).await;
             }
         }
-        for d in dests {
-            remove_quietly(d, &m.stored.key).await;
+        for &i in landed {
+            remove_quietly(&dests[i], &m.stored.key).await;
         }
-        let e = results[i].as_ref().expect_err("position found an error");
+        let d = &dests[landed[p]];
+        let e = results[p].as_ref().expect_err("position found an error");
         return Err(AttemptError::Fatal(Error::new(
             Kind::Storage,
             format!(
                 "destination {:?} ({}): writing manifest {key} failed: {}; the backup was not \
                  committed anywhere",
-                dests[i].name,
-                dests[i].url,
+                d.name,
+                d.url,
                 describe_store_error(e)
             ),
         )));
     }
-    Ok(())
+    let mut committed = Vec::new();
+    for (&i, r) in landed.iter().zip(results) {
+        match r {
+            Ok(()) => committed.push(i),
+            Err(e) => {
+                remove_quietly(&dests[i], &m.stored.key).await;
+                skip(skipped, &dests[i], "writing the manifest", &e);
+            }
+        }
+    }
+    if committed.is_empty() {
+        return Err(nothing_left(skipped));
+    }
+    Ok(committed)
 }
 
 /// Back up a snapshot file (or a `member/snap/db` copy, with `skip_hash_check`) through the same
@@ -649,16 +772,17 @@ pub async fn backup_from_file(
 
     let encrypted = !lp.recipients.is_empty();
     let data_key = model::data_key(&p.name, &id, encrypted);
-    let writers = start_uploads(&lp.destinations, &data_key)
+    let mut skipped = Skipped::new();
+    let uploads = start_uploads(&lp.destinations, &data_key, &mut skipped)
         .await
         .map_err(fatal)?;
-    let (plain_tx, shipping) = Shipping::start(lp, writers, None);
+    let (plain_tx, shipping) = Shipping::start(lp, uploads, None);
     let path = file.to_owned();
     let read_task = tokio::task::spawn_blocking(move || read_hashing(&path, image_len, &plain_tx));
     let read = read_task
         .await
         .map_err(|e| Error::new(Kind::Internal, format!("read task failed: {e}")))?;
-    let (sealed, writers, fanned) = shipping.finish().await?;
+    let (sealed, uploads, fanned) = shipping.finish(&lp.destinations, &mut skipped).await?;
     let problem = match (&read, &sealed, &fanned) {
         (Err(e), _, _) => Some(Error::new(
             Kind::Io,
@@ -686,11 +810,11 @@ pub async fn backup_from_file(
         _ => None,
     };
     if let Some(e) = problem {
-        abort_all(&lp.destinations, writers).await;
+        abort_all(&lp.destinations, uploads).await;
         return Err(e);
     }
     let sealed = sealed.expect("checked above");
-    complete_uploads(&lp.destinations, writers, &data_key)
+    let landed = complete_uploads(&lp.destinations, uploads, &data_key, &mut skipped)
         .await
         .map_err(fatal)?;
 
@@ -730,8 +854,16 @@ pub async fn backup_from_file(
         checks,
         lifeboat_version: env!("CARGO_PKG_VERSION").into(),
     };
-    commit(&lp.destinations, &manifest).await.map_err(fatal)?;
-    Ok(committed(lp, manifest, Vec::new(), Stages::new()).await)
+    let destinations = commit(&lp.destinations, &landed, &manifest, &mut skipped)
+        .await
+        .map_err(fatal)?;
+    let landed = Landed {
+        manifest,
+        stages: Stages::new(),
+        destinations,
+        skipped,
+    };
+    Ok(committed(lp, landed, Vec::new()).await)
 }
 
 fn fatal(e: AttemptError) -> Error {

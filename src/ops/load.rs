@@ -156,17 +156,6 @@ pub fn load_policy(path: &Path) -> Result<LoadedPolicy> {
 
     let mut destinations = Vec::new();
     for d in &policy.destinations {
-        if !d.required {
-            return Err(Error::new(
-                Kind::Policy,
-                format!(
-                    "{}: destination {:?}: `required: false` is not supported by this version \
-                     yet; remove it (every destination is required)",
-                    path.display(),
-                    d.name
-                ),
-            ));
-        }
         let mut opts = BTreeMap::new();
         let allowed = d.kind.options();
         for (k, v) in &d.options {
