@@ -10,7 +10,7 @@ use common::*;
 use lifeboat::ops;
 use lifeboat::store::{Destination, PART_SIZE};
 use sha2::{Digest, Sha256};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Azurite's well-known development account key (public; documented by Microsoft).
 const AZURITE_KEY: &str =
@@ -53,30 +53,6 @@ fn destinations(dir: &Path, test: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
-fn policy_for(
-    dir: &Path,
-    endpoints: &[String],
-    name: &str,
-    destination: &str,
-    rcpt: &str,
-) -> PathBuf {
-    let eps: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
-    let path = dir.join(format!("{name}.yaml"));
-    std::fs::write(
-        &path,
-        format!(
-            "apiVersion: lifeboat/v1\nkind: BackupPolicy\nmetadata: {{name: {name}}}\nspec:\n  \
-             cluster: {{endpoints: [{}], selection: {{statusTimeout: 2s}}}}\n  snapshot: \
-             {{spoolDir: {}}}\n  encryption: {{recipients: [\"{rcpt}\"]}}\n  destinations:\n    \
-             - {destination}\n",
-            eps.join(", "),
-            dir.join("spool").display()
-        ),
-    )
-    .unwrap();
-    path
-}
-
 fn load(path: &Path) -> Destination {
     let lp = ops::load_policy(path).unwrap_or_else(|e| panic!("{}", e.chain()));
     lp.destinations.into_iter().next().unwrap()
@@ -87,10 +63,10 @@ async fn every_destination_stores_lists_reads_refuses_overwrites_aborts_and_dele
     let dir = tempfile::tempdir().unwrap();
     for (kind, dest) in destinations(dir.path(), "conform-objects") {
         let rcpt = age_key().1;
-        let policy = policy_for(
+        let policy = write_policy(
             dir.path(),
-            &["http://127.0.0.1:1".into()],
             "conf",
+            &["http://127.0.0.1:1".into()],
             &dest,
             &rcpt,
         );
@@ -169,7 +145,7 @@ async fn backup_list_restore_round_trip_and_orphans_on_every_destination() {
     for (kind, dest) in destinations(dir.path(), "conform-round-trip") {
         let (id, rcpt) = age_key();
         let key = write_identity(dir.path(), &id);
-        let policy = policy_for(dir.path(), &cluster.endpoints(), "prod", &dest, &rcpt);
+        let policy = write_policy(dir.path(), "prod", &cluster.endpoints(), &dest, &rcpt);
 
         let o = lifeboat(&["backup", "--policy", policy.to_str().unwrap(), "--json"]);
         assert!(o.status.success(), "{kind}: {}", stderr(&o));
@@ -181,18 +157,7 @@ async fn backup_list_restore_round_trip_and_orphans_on_every_destination() {
         assert_eq!(listed[0]["destinations"][0], kind, "{kind}");
 
         let out = dir.path().join(format!("restored-{kind}.db"));
-        let o = lifeboat(&[
-            "restore",
-            "--policy",
-            policy.to_str().unwrap(),
-            "--identity",
-            key.to_str().unwrap(),
-            "--output",
-            out.to_str().unwrap(),
-            "--yes",
-            "--json",
-        ]);
-        assert!(o.status.success(), "{kind}: {}", stderr(&o));
+        restore_json(&policy, &key, &out);
         let status = etcdctl_status(&out);
         assert_eq!(
             status["revision"], b["manifest"]["snapshot"]["revision"],
@@ -243,10 +208,10 @@ async fn gcs_configuration_path_without_a_server() {
         sa.display()
     );
     let rcpt = age_key().1;
-    let policy = policy_for(
+    let policy = write_policy(
         dir.path(),
-        &["http://127.0.0.1:1".into()],
         "g",
+        &["http://127.0.0.1:1".into()],
         &dest,
         &rcpt,
     );

@@ -582,19 +582,7 @@ async fn backup_from_file_ships_a_copy_that_restores() {
     assert_eq!(sn["status"]["liveKeys"].as_u64(), Some(200));
 
     let out = dir.path().join("staged.db");
-    let o = lifeboat(&[
-        "restore",
-        "--policy",
-        policy.to_str().unwrap(),
-        "--identity",
-        key.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-        "--yes",
-        "--json",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let r = restore_json(&policy, &key, &out);
     assert_eq!(r["staged"]["backup"], b["id"]);
     assert_eq!(r["runbook"]["skipHashCheck"], true);
     assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&copy).unwrap());

@@ -591,6 +591,23 @@ pub fn write_s3_policy(
     bucket: &str,
     recipient: &str,
 ) -> PathBuf {
+    let s3 = format!(
+        "{{name: s3, url: \"s3://{bucket}/etcd\", options: {{endpoint: \"{}\", region: us-east-1, \
+         allowHttp: true}}}}",
+        s3_endpoint()
+    );
+    write_policy(dir, name, endpoints, &s3, recipient)
+}
+
+/// Write policy `name` backing `endpoints` up to one destination (a YAML flow mapping), encrypted
+/// to `recipient`, spooling in `dir/spool`.
+pub fn write_policy(
+    dir: &Path,
+    name: &str,
+    endpoints: &[String],
+    destination: &str,
+    recipient: &str,
+) -> PathBuf {
     let eps: Vec<String> = endpoints.iter().map(|e| format!("\"{e}\"")).collect();
     let path = dir.join(format!("{name}.yaml"));
     std::fs::write(
@@ -598,14 +615,29 @@ pub fn write_s3_policy(
         format!(
             "apiVersion: lifeboat/v1\nkind: BackupPolicy\nmetadata: {{name: {name}}}\nspec:\n  \
              cluster: {{endpoints: [{}], selection: {{statusTimeout: 2s}}}}\n  snapshot: {{spoolDir: \
-             {}}}\n  encryption: {{recipients: [\"{recipient}\"]}}\n  destinations:\n    - {{name: \
-             s3, url: \"s3://{bucket}/etcd\", options: {{endpoint: \"{}\", region: us-east-1, \
-             allowHttp: true}}}}\n",
+             {}}}\n  encryption: {{recipients: [\"{recipient}\"]}}\n  destinations:\n    - \
+             {destination}\n",
             eps.join(", "),
             dir.join("spool").display(),
-            s3_endpoint()
         ),
     )
     .unwrap();
     path
+}
+
+/// `lifeboat restore --yes --json` of the policy's newest backup to `out`; the JSON it printed.
+pub fn restore_json(policy: &Path, identity: &Path, out: &Path) -> serde_json::Value {
+    let o = lifeboat(&[
+        "restore",
+        "--policy",
+        policy.to_str().unwrap(),
+        "--identity",
+        identity.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--yes",
+        "--json",
+    ]);
+    assert!(o.status.success(), "restore: {}", stderr(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
 }
