@@ -57,6 +57,25 @@ impl std::fmt::Debug for Destination {
     }
 }
 
+/// Finish an object_store builder of a networked scheme: retries, extra CAs (keeping what the
+/// builder read from the environment), then the policy's options as configuration keys. The
+/// three builders share no trait, hence a macro.
+macro_rules! networked {
+    ($builder:expr, $key:ident, $options:expr) => {{
+        let (certs, retry, rest) = client_settings($options)?;
+        let mut b = $builder.with_retry(retry);
+        if !certs.is_empty() {
+            let client = client_options(certs, |k| b.get_config_value(&$key::Client(k)));
+            b = b.with_client_options(client);
+        }
+        for (k, v) in rest {
+            let key = $key::from_str(k).map_err(|e| e.to_string())?;
+            b = b.with_config(key, v);
+        }
+        Arc::new(b.build().map_err(|e| e.to_string())?)
+    }};
+}
+
 impl Destination {
     /// Build from a policy destination. `options` maps object_store configuration keys (and
     /// lifeboat's own `lifeboat_*` keys) to values, with files already read (see `ops::load`).
@@ -79,55 +98,21 @@ impl Destination {
                         .with_automatic_cleanup(true),
                 )
             }
-            DestinationKind::S3 { bucket } => {
-                let (certs, retry, rest) = client_settings(options)?;
-                let mut b = AmazonS3Builder::from_env()
-                    .with_bucket_name(bucket)
-                    .with_retry(retry);
-                if !certs.is_empty() {
-                    let client = client_options(certs, |k| {
-                        b.get_config_value(&AmazonS3ConfigKey::Client(k))
-                    });
-                    b = b.with_client_options(client);
-                }
-                for (k, v) in rest {
-                    let key = AmazonS3ConfigKey::from_str(k).map_err(|e| e.to_string())?;
-                    b = b.with_config(key, v);
-                }
-                Arc::new(b.build().map_err(|e| e.to_string())?)
-            }
-            DestinationKind::Gcs { bucket } => {
-                let (certs, retry, rest) = client_settings(options)?;
-                let mut b = GoogleCloudStorageBuilder::from_env()
-                    .with_bucket_name(bucket)
-                    .with_retry(retry);
-                if !certs.is_empty() {
-                    let client =
-                        client_options(certs, |k| b.get_config_value(&GoogleConfigKey::Client(k)));
-                    b = b.with_client_options(client);
-                }
-                for (k, v) in rest {
-                    let key = GoogleConfigKey::from_str(k).map_err(|e| e.to_string())?;
-                    b = b.with_config(key, v);
-                }
-                Arc::new(b.build().map_err(|e| e.to_string())?)
-            }
-            DestinationKind::Azure { container } => {
-                let (certs, retry, rest) = client_settings(options)?;
-                let mut b = MicrosoftAzureBuilder::from_env()
-                    .with_container_name(container)
-                    .with_retry(retry);
-                if !certs.is_empty() {
-                    let client =
-                        client_options(certs, |k| b.get_config_value(&AzureConfigKey::Client(k)));
-                    b = b.with_client_options(client);
-                }
-                for (k, v) in rest {
-                    let key = AzureConfigKey::from_str(k).map_err(|e| e.to_string())?;
-                    b = b.with_config(key, v);
-                }
-                Arc::new(b.build().map_err(|e| e.to_string())?)
-            }
+            DestinationKind::S3 { bucket } => networked!(
+                AmazonS3Builder::from_env().with_bucket_name(bucket),
+                AmazonS3ConfigKey,
+                options
+            ),
+            DestinationKind::Gcs { bucket } => networked!(
+                GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket),
+                GoogleConfigKey,
+                options
+            ),
+            DestinationKind::Azure { container } => networked!(
+                MicrosoftAzureBuilder::from_env().with_container_name(container),
+                AzureConfigKey,
+                options
+            ),
         };
         Ok(Self {
             name: spec.name.clone(),
