@@ -1,10 +1,12 @@
-//! One conformance suite for every destination kind lifeboat ships: a local directory, S3 (moto)
-//! and Azure Blob (Azurite), all through the same policy path users write. Each must store a
+//! One conformance suite for every destination kind lifeboat ships: a local directory, S3 (moto),
+//! Azure Blob (Azurite) and GCS (the in-repo XML-API server in `gcs_server/`), all through the
+//! same policy path users write. Each must store a
 //! multipart object larger than one part, list by prefix, read back, refuse to overwrite a
 //! manifest, leave nothing after an aborted upload, delete, and carry a full backup -> list ->
 //! restore round trip with orphan detection.
 
 mod common;
+mod gcs_server;
 
 use common::*;
 use lifeboat::ops;
@@ -16,8 +18,27 @@ use std::path::Path;
 const AZURITE_KEY: &str =
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
 
-/// The `destinations:` entry of a policy for each kind, each under a fresh prefix.
-fn destinations(dir: &Path, test: &str) -> Vec<(&'static str, String)> {
+/// A GCS service-account key for object_store that skips OAuth and talks to `base_url`.
+fn gcs_key(dir: &Path, base_url: &str) -> std::path::PathBuf {
+    let sa = dir.join("gcs-sa.json");
+    std::fs::write(
+        &sa,
+        serde_json::json!({
+            "private_key": "",
+            "private_key_id": "",
+            "client_email": "",
+            "disable_oauth": true,
+            "gcs_base_url": base_url,
+        })
+        .to_string(),
+    )
+    .unwrap();
+    sa
+}
+
+/// The `destinations:` entry of a policy for each kind, each under a fresh prefix; `gcs` is the
+/// base URL of the in-repo GCS XML-API server.
+fn destinations(dir: &Path, test: &str, gcs: &str) -> Vec<(&'static str, String)> {
     let local = dir.join(format!("local-{test}"));
     std::fs::create_dir_all(&local).unwrap();
     let bucket = bucket_name(test);
@@ -27,7 +48,17 @@ fn destinations(dir: &Path, test: &str) -> Vec<(&'static str, String)> {
     let container = std::env::var("LIFEBOAT_TEST_AZURE_CONTAINER").unwrap();
     let key_file = dir.join("azurite.key");
     std::fs::write(&key_file, format!("{AZURITE_KEY}\n")).unwrap();
+    let sa = gcs_key(dir, gcs);
     vec![
+        (
+            "gcs",
+            format!(
+                "{{name: gcs, url: \"gs://etcd-backups/{test}-{}\", options: {{serviceAccountFile: \
+                 {}, endpoint: \"{gcs}\", allowHttp: true}}}}",
+                free_port(),
+                sa.display()
+            ),
+        ),
         (
             "local",
             format!("{{name: local, url: \"file://{}\"}}", local.display()),
@@ -61,7 +92,8 @@ fn load(path: &Path) -> Destination {
 #[tokio::test(flavor = "multi_thread")]
 async fn every_destination_stores_lists_reads_refuses_overwrites_aborts_and_deletes() {
     let dir = tempfile::tempdir().unwrap();
-    for (kind, dest) in destinations(dir.path(), "conform-objects") {
+    let gcs = gcs_server::start().await;
+    for (kind, dest) in destinations(dir.path(), "conform-objects", &gcs) {
         let rcpt = age_key().1;
         let policy = write_policy(
             dir.path(),
@@ -142,7 +174,8 @@ async fn backup_list_restore_round_trip_and_orphans_on_every_destination() {
     let cluster = EtcdCluster::start(3);
     cluster.load("/k/", 400, 200).await;
     let dir = tempfile::tempdir().unwrap();
-    for (kind, dest) in destinations(dir.path(), "conform-round-trip") {
+    let gcs = gcs_server::start().await;
+    for (kind, dest) in destinations(dir.path(), "conform-round-trip", &gcs) {
         let (id, rcpt) = age_key();
         let key = write_identity(dir.path(), &id);
         let policy = write_policy(dir.path(), "prod", &cluster.endpoints(), &dest, &rcpt);
@@ -181,9 +214,8 @@ async fn backup_list_restore_round_trip_and_orphans_on_every_destination() {
     }
 }
 
-/// GCS has no emulator object_store's XML-API client works with, so only the configuration
-/// path is tested: the service-account key file, the base-URL override, and errors that name
-/// the destination without echoing the key.
+/// The GCS configuration path with nothing listening: the service-account key file and the
+/// base-URL override reach the client, and errors name the destination without echoing the key.
 #[tokio::test(flavor = "multi_thread")]
 async fn gcs_configuration_path_without_a_server() {
     let dir = tempfile::tempdir().unwrap();
