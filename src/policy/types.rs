@@ -385,8 +385,8 @@ impl Schedule {
         use chrono::SubsecRound;
         // croner carries the sub-second part of its input into the result; runs are whole seconds.
         let local = t.trunc_subsecs(0).with_timezone(&self.timezone.0);
-        parse_cron(&self.cron.0)
-            .ok()?
+        self.cron
+            .1
             .find_next_occurrence(&local, false)
             .ok()
             .map(|n| n.with_timezone(&chrono::Utc).trunc_subsecs(0))
@@ -440,10 +440,10 @@ fn parse_cron(s: &str) -> Result<croner::Cron, croner::errors::CronError> {
         .parse(s)
 }
 
-/// A validated cron expression: standard 5 fields (minute hour day-of-month month day-of-week),
+/// A validated cron expression, as written and parsed once: standard 5 fields (minute hour day-of-month month day-of-week),
 /// or 6 with a leading seconds field.
 #[derive(Debug, Clone)]
-pub struct CronExpr(pub String);
+pub struct CronExpr(pub String, croner::Cron);
 string_newtype!(CronExpr, |s| {
     let fields = s.split_whitespace().count();
     if !(5..=6).contains(&fields) {
@@ -452,8 +452,8 @@ string_newtype!(CronExpr, |s| {
              with seconds first; found {fields}"
         ));
     }
-    parse_cron(s).map_err(|e| format!("cron {s:?}: {e}"))?;
-    Ok(CronExpr(s.to_owned()))
+    let cron = parse_cron(s).map_err(|e| format!("cron {s:?}: {e}"))?;
+    Ok(CronExpr(s.to_owned(), cron))
 });
 
 /// An IANA time zone name such as `UTC` or `Europe/Berlin`.
