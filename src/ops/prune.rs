@@ -173,12 +173,15 @@ fn assemble(
             ),
         ));
     }
-    let mut listed = listing.backups;
+    let mut listed: std::collections::HashMap<BackupId, _> = listing
+        .backups
+        .into_iter()
+        .map(|b| (b.manifest.id.clone(), b))
+        .collect();
     let backups = decisions
         .into_iter()
         .filter_map(|decision| {
-            let i = listed.iter().position(|b| b.manifest.id == decision.id)?;
-            let b = listed.swap_remove(i);
+            let b = listed.remove(&decision.id)?;
             Some(PlannedBackup {
                 decision,
                 manifest: b.manifest,
