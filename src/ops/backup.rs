@@ -755,17 +755,7 @@ pub async fn backup_from_file(
     let report = tokio::task::spawn_blocking(move || inspect_file(&path, Hashing::Compute))
         .await
         .map_err(|e| Error::new(Kind::Internal, format!("inspect task failed: {e}")))??;
-    let problems = report.problems();
-    if !problems.is_empty() {
-        return Err(Error::new(
-            Kind::Verify,
-            format!(
-                "{} failed its checks; nothing was uploaded:\n  {}",
-                file.display(),
-                problems.join("\n  ")
-            ),
-        ));
-    }
+    report.ensure_sound(file, "nothing was uploaded")?;
     let has_trailer = report.trailer == Trailer::Matches;
     let image_len = report.image_len();
     let st = &report.inspection.status;

@@ -60,6 +60,23 @@ pub struct FileReport {
 }
 
 impl FileReport {
+    /// `Ok` when the file is sound; otherwise a verification error listing every problem of
+    /// `file` and saying what was (not) done, e.g. "nothing was uploaded".
+    pub fn ensure_sound(&self, file: &Path, consequence: &str) -> Result<()> {
+        let problems = self.problems();
+        if problems.is_empty() {
+            return Ok(());
+        }
+        Err(Error::new(
+            Kind::Verify,
+            format!(
+                "{} failed its checks; {consequence}:\n  {}",
+                file.display(),
+                problems.join("\n  ")
+            ),
+        ))
+    }
+
     /// Every reason not to trust this file; empty when it is sound.
     pub fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
@@ -262,17 +279,7 @@ pub fn key_to_relative_path(key: &[u8]) -> std::result::Result<PathBuf, String> 
 /// The directory appears only when complete. Blocking.
 pub fn extract(path: &Path, hashing: Hashing, prefix: &[u8], out: &Path) -> Result<Extracted> {
     let (report, keys) = inspect_keys(path, hashing, prefix)?;
-    let problems = report.problems();
-    if !problems.is_empty() {
-        return Err(Error::new(
-            Kind::Verify,
-            format!(
-                "{} failed its checks; refusing to extract from it:\n  {}",
-                path.display(),
-                problems.join("\n  ")
-            ),
-        ));
-    }
+    report.ensure_sound(path, "refusing to extract from it")?;
     if out.exists() && std::fs::read_dir(out).map_or(true, |mut d| d.next().is_some()) {
         return Err(Error::new(
             Kind::Io,

@@ -465,17 +465,7 @@ pub async fn stage_file(file: &Path, skip_hash_check: bool, out: &Output) -> Res
     })
     .await
     .map_err(|e| Error::new(Kind::Internal, format!("staging task failed: {e}")))??;
-    let problems = report.problems();
-    if !problems.is_empty() {
-        return Err(Error::new(
-            Kind::Verify,
-            format!(
-                "{} failed its checks; nothing was staged:\n  {}",
-                file.display(),
-                problems.join("\n  ")
-            ),
-        ));
-    }
+    report.ensure_sound(file, "nothing was staged")?;
     if report.file_size != size {
         return Err(Error::new(
             Kind::Io,
