@@ -50,6 +50,15 @@ impl PolicyState {
     }
 }
 
+/// Marks a policy as no longer running when dropped.
+struct Running(Arc<PolicyState>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.running.store(false, Ordering::SeqCst);
+    }
+}
+
 /// What every scheduled job and the HTTP handlers share.
 struct Runner {
     policies: RwLock<BTreeMap<String, Arc<PolicyState>>>,
@@ -98,8 +107,9 @@ impl Runner {
         // so each run drives it on a blocking thread; its inner tasks still use the runtime.
         let handle = tokio::runtime::Handle::current();
         self.tracker.spawn_blocking(move || {
-            handle.block_on(me.run(name, st.clone()));
-            st.running.store(false, Ordering::SeqCst);
+            // Cleared on drop, so even a run that panics does not stop the policy for good.
+            let _running = Running(st.clone());
+            handle.block_on(me.run(name, st));
         });
     }
 
