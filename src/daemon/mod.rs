@@ -1,7 +1,7 @@
 //! `lifeboat daemon`: runs every policy on its cron schedule with tokio-cron-scheduler, never
 //! two runs of one policy at once, at most `max_concurrent` runs in all; catches up on start;
 //! serves `/metrics` and `/healthz`; reloads policies on SIGHUP and stops cleanly on
-//! SIGTERM/SIGINT. Each run is the same `ops::backup` (and its prune) the CLI runs.
+//! SIGTERM/SIGINT. Each run is the same `ops::backup_until` (and its prune) the CLI runs.
 
 pub mod metrics;
 

@@ -127,11 +127,6 @@ pub enum Outcome {
     },
 }
 
-/// Run one backup of `lp` now.
-pub async fn backup(lp: &LoadedPolicy) -> Result<Outcome> {
-    backup_until(lp, &CancellationToken::new()).await
-}
-
 /// Run one backup of `lp` now; `cancel` aborts it cleanly while the snapshot streams (uploads
 /// aborted, spool removed, nothing committed). Once the stream is complete the run finishes: the
 /// remaining steps take seconds, and cutting them short would only waste the upload.

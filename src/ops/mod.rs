@@ -15,7 +15,7 @@ pub mod prune;
 pub mod restore;
 pub mod verify;
 
-pub use backup::{BackupReport, Outcome, backup};
+pub use backup::{BackupReport, Outcome, backup_until};
 pub use list::{ListReport, ListedBackup, list};
 pub use load::{LoadedPolicy, load_policy};
 
