@@ -156,8 +156,12 @@ impl Runner {
             Ok(ops::Outcome::Skipped { holder }) => {
                 info!(policy = %name, taken_by = %holder, "Slot backed up by another host; skipped");
                 self.metrics.skipped(name, "taken");
-                // The other host's backup counts as this policy's success.
-                *st.last_success.lock().expect("lock") = Some(Utc::now());
+                // Health follows what is stored, not the claim: the newest committed backup
+                // (the other host's, once it commits).
+                if let Some(b) = ops::list(&lp).await.backups.first() {
+                    self.metrics.success_at(name, b.manifest.finished_at);
+                    *st.last_success.lock().expect("lock") = Some(b.manifest.finished_at);
+                }
             }
             Err(e) => {
                 error!(policy = %name, error = %e.chain(), "Scheduled backup failed");
