@@ -69,6 +69,7 @@ pub fn policy_schema() -> Value {
                         "prefer": {"enum": ["follower", "leader", "any"]},
                         "maxRaftLag": count("Skip members this many applied entries behind."),
                         "statusTimeout": duration("Per-member status timeout."),
+                        "waitForLeader": duration("While no member qualifies for passing reasons (an election), probe again for up to this long; 0s: never."),
                     }), &[]),
                 }), &["endpoints"]),
                 "schedule": object(json!({
@@ -76,6 +77,12 @@ pub fn policy_schema() -> Value {
                     "timezone": {"type": "string", "description": "IANA name, e.g. Europe/Berlin."},
                     "jitter": duration("Random delay up to this long before each run."),
                     "staleAfter": duration("/healthz fails after this long without a success."),
+                    "retry": object(json!({
+                        "attempts": {"type": "integer", "minimum": 1, "maximum": 20,
+                                     "description": "Runs per slot, the first included; 1: no retries."},
+                        "initialBackoff": duration("Delay before the first retry; doubles each time."),
+                        "maxBackoff": duration("Longest delay between runs."),
+                    }), &[]),
                 }), &["cron"]),
                 "snapshot": object(json!({
                     "spoolDir": path,
@@ -136,40 +143,43 @@ spec:
     endpoints: ["https://10.0.0.2:2379"]
     tls: {caFile: /ca, certFile: /c, keyFile: /k}
     auth: {username: root, passwordFile: /pw}
-    selection: {prefer: any, maxRaftLag: 10, statusTimeout: 5s}
-  schedule: {cron: "0 2 * * *", timezone: UTC, jitter: 1m, staleAfter: 2d}
+    selection: {prefer: any, maxRaftLag: 10, statusTimeout: 5s, waitForLeader: 10s}
+  schedule: {cron: "0 2 * * *", timezone: UTC, jitter: 1m, staleAfter: 2d,
+             retry: {attempts: 4, initialBackoff: 30s, maxBackoff: 5m}}
   snapshot: {spoolDir: /s, timeout: 1h, stallTimeout: 1m, maxAttempts: 2}
   compression: {level: 3, threads: 2}
   encryption: {recipients: [], recipientsFile: /r}
   destinations:
-    - {name: a, url: "s3://b/p", options: {S3}}
-    - {name: b, url: "s3://b/q", options: {S3FILES}}
-    - {name: g, url: "gs://b/p", options: {GCS}, required: false}
-    - {name: z, url: "az://c/p", options: {AZURE}}
-    - {name: y, url: "az://c/q", options: {AZUREFILES}}
-  retention: {keepLast: 1, keepHourly: 1, keepDaily: 1, keepWeekly: 1, keepMonthly: 1,
+    - {name: a, url: "s3://b/p", options: {region: x}, required: false}
+DESTINATIONS  retention: {keepLast: 1, keepHourly: 1, keepDaily: 1, keepWeekly: 1, keepMonthly: 1,
               keepYearly: 1, keepWithin: 1h, pruneAfterBackup: false, orphanGrace: 2h}
   lock: {etcd: {ttl: 30s}}
 "#;
-        // Secrets may be given inline or as a file, not both: one destination of each scheme
-        // uses every option but the secret files, another only the secret files.
-        let opts = |own: &[StoreOption], files: bool| {
-            own.iter()
-                .chain(if files { &[][..] } else { CLIENT_OPTIONS })
-                .filter(|o| (o.value == crate::policy::OptionValue::SecretFile) == files)
-                .map(|o| format!("{}: {}", o.key, sample_value(o.key)))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let text = every_field
-            .replace("{S3}", &format!("{{{}}}", opts(S3_OPTIONS, false)))
-            .replace("{S3FILES}", &format!("{{{}}}", opts(S3_OPTIONS, true)))
-            .replace("{GCS}", &format!("{{{}}}", opts(GCS_OPTIONS, false)))
-            .replace("{AZURE}", &format!("{{{}}}", opts(AZURE_OPTIONS, false)))
-            .replace(
-                "{AZUREFILES}",
-                &format!("{{{}}}", opts(AZURE_OPTIONS, true)),
-            );
+        // One destination per option of each scheme (with what it needs beside it), since
+        // some options exclude others (a secret inline and as a file, credentials object_store
+        // would silently rank).
+        let mut dests = String::new();
+        for (scheme, own) in [
+            ("s3", S3_OPTIONS),
+            ("gs", GCS_OPTIONS),
+            ("az", AZURE_OPTIONS),
+        ] {
+            for o in own.iter().chain(CLIENT_OPTIONS) {
+                let mut opts = vec![format!("{}: {}", o.key, sample_value(o.key))];
+                if scheme == "az" && o.key != "accountName" {
+                    opts.push("accountName: a".into());
+                }
+                if matches!(o.key, "sseKmsKeyId" | "sseBucketKeyEnabled") {
+                    opts.push("serverSideEncryption: \"aws:kms\"".into());
+                }
+                dests.push_str(&format!(
+                    "    - {{name: {scheme}-{}, url: \"{scheme}://b/p\", options: {{{}}}}}\n",
+                    o.key.to_lowercase(),
+                    opts.join(", ")
+                ));
+            }
+        }
+        let text = every_field.replace("DESTINATIONS", &dests);
         crate::policy::parse("all.yaml", &text).unwrap();
 
         // Every property of the schema appears in that policy: nothing in the schema is unknown

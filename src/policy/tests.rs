@@ -289,3 +289,129 @@ fn gcs_and_azure_destinations_take_their_own_options() {
     let e = err(&text.replace("gs://backups/etcd/prod", "gs:///etcd"));
     assert!(e.message.contains("no bucket"), "{e}");
 }
+
+#[test]
+fn options_object_store_would_silently_override_are_refused_where_they_are() {
+    let r = recipient();
+    let with = |options: &str| {
+        full(&r).replace(
+            "    - {name: local, url: \"file:///var/backups/etcd\"}",
+            &format!("    - {{name: blob, url: \"az://etcd/prod\", options: {{{options}}}}}"),
+        )
+    };
+    // The issue as reported: useEmulator wins and endpoint is ignored.
+    let e = err(&with(
+        "accountName: devstoreaccount1, useEmulator: true, endpoint: \"http://10.0.0.9:10000\"",
+    ));
+    assert!(
+        e.message
+            .contains("options useEmulator: true and endpoint cannot be used together"),
+        "{e}"
+    );
+    assert_eq!((e.line, e.file.as_str()), (Some(17), "p.yaml"), "{e}");
+    assert!(e.to_string().starts_with("p.yaml:17:"), "{e}");
+    // useEmulator: false with an endpoint is how Azurite elsewhere is reached.
+    parse(
+        "p.yaml",
+        &with("accountName: a, useEmulator: false, endpoint: \"http://10.0.0.9:10000/a\""),
+    )
+    .unwrap();
+    for (options, needle) in [
+        (
+            "accountName: a, accessKeyFile: /k, sasTokenFile: /s",
+            "accessKeyFile and sasTokenFile",
+        ),
+        (
+            "accountName: a, accessKey: k, msiEndpoint: \"http://x\"",
+            "accessKey and msiEndpoint",
+        ),
+        (
+            "accountName: a, clientId: c, tenantId: t, clientSecretFile: /s, sasToken: x",
+            "clientSecretFile and sasToken",
+        ),
+        (
+            "accountName: a, useEmulator: true, allowHttp: false",
+            "allowHttp",
+        ),
+        (
+            "accountName: a, useEmulator: true, clientSecretFile: /s",
+            "clientSecretFile",
+        ),
+    ] {
+        let e = err(&with(options));
+        assert!(e.message.contains(needle), "{options}: {e}");
+        assert_eq!(e.line, Some(17), "{e}");
+    }
+    let gcs = full(&r).replace(
+        "    - {name: local, url: \"file:///var/backups/etcd\"}",
+        "    - {name: g, url: \"gs://b/p\", options: {serviceAccountFile: /sa.json, \
+         applicationCredentials: /adc.json}}",
+    );
+    assert!(err(&gcs).message.contains("applicationCredentials"));
+    // S3 encryption settings that would not be sent.
+    let s3 = |options: &str| {
+        full(&r).replace(
+            "region: us-east-1, allowHttp: true",
+            &format!("region: us-east-1, {options}"),
+        )
+    };
+    let e = err(&s3("sseKmsKeyId: k1"));
+    assert!(e.message.contains("sseKmsKeyId only applies"), "{e}");
+    assert_eq!(e.line, Some(16), "{e}");
+    let e = err(&s3(
+        "serverSideEncryption: AES256, sseBucketKeyEnabled: true",
+    ));
+    assert!(e.message.contains("it is AES256"), "{e}");
+    parse(
+        "p.yaml",
+        &s3("serverSideEncryption: \"aws:kms\", sseKmsKeyId: k1, sseBucketKeyEnabled: true"),
+    )
+    .unwrap();
+}
+
+#[test]
+fn retry_and_wait_for_leader_have_defaults_and_limits() {
+    let r = recipient();
+    let p = parse("p.yaml", &full(&r)).unwrap();
+    let s = p.schedule.as_ref().unwrap();
+    assert_eq!(
+        (
+            s.retry.attempts,
+            s.retry.initial_backoff.as_secs(),
+            s.retry.max_backoff.as_secs()
+        ),
+        (3, 60, 900)
+    );
+    assert_eq!(p.cluster.selection.wait_for_leader.0.as_secs(), 30);
+    let text = full(&r)
+        .replace(
+            "jitter: 5m}",
+            "jitter: 5m, retry: {attempts: 5, initialBackoff: 10s, maxBackoff: 2m}}",
+        )
+        .replace("maxRaftLag: 1000}", "maxRaftLag: 1000, waitForLeader: 0s}");
+    let p = parse("p.yaml", &text).unwrap();
+    let s = p.schedule.as_ref().unwrap();
+    assert_eq!(
+        (
+            s.retry.attempts,
+            s.retry.initial_backoff.as_secs(),
+            s.retry.max_backoff.as_secs()
+        ),
+        (5, 10, 120)
+    );
+    assert!(p.cluster.selection.wait_for_leader.0.is_zero());
+    for (retry, needle) in [
+        ("{attempts: 0}", "expected 1 (no retries) to 20"),
+        ("{attempts: 21}", "expected 1 (no retries) to 20"),
+        (
+            "{initialBackoff: 5m, maxBackoff: 1m}",
+            "shorter than initialBackoff",
+        ),
+        ("{initialBackoff: 0s}", "greater than zero"),
+        ("{tries: 2}", "unknown field `tries`"),
+    ] {
+        let e = err(&full(&r).replace("jitter: 5m}", &format!("jitter: 5m, retry: {retry}}}")));
+        assert!(e.message.contains(needle), "{retry}: {e}");
+        assert_eq!(e.line, Some(11), "{retry}: {e}");
+    }
+}

@@ -328,6 +328,10 @@ pub struct Selection {
     /// How long to wait for each member's status.
     #[serde(default = "default_status_timeout")]
     pub status_timeout: PositiveDuration,
+    /// When no member qualifies only for reasons that pass (an election, a member restarting,
+    /// lag), probe again for up to this long before giving up; `0s` gives up at once.
+    #[serde(default = "default_wait_for_leader")]
+    pub wait_for_leader: AnyDuration,
 }
 
 fn default_max_raft_lag() -> u64 {
@@ -336,6 +340,9 @@ fn default_max_raft_lag() -> u64 {
 fn default_status_timeout() -> PositiveDuration {
     PositiveDuration(Duration::from_secs(5))
 }
+fn default_wait_for_leader() -> AnyDuration {
+    AnyDuration(Duration::from_secs(30))
+}
 
 impl Default for Selection {
     fn default() -> Self {
@@ -343,6 +350,7 @@ impl Default for Selection {
             prefer: Prefer::default(),
             max_raft_lag: default_max_raft_lag(),
             status_timeout: default_status_timeout(),
+            wait_for_leader: default_wait_for_leader(),
         }
     }
 }
@@ -365,6 +373,66 @@ pub struct Schedule {
     /// `/healthz` fails when the last success is older than this (default: two periods).
     #[serde(default)]
     pub stale_after: Option<PositiveDuration>,
+    /// Retries of a failed run inside its slot.
+    #[serde(default)]
+    pub retry: RetrySpec,
+}
+
+/// `schedule.retry`: a failed run is tried again after an exponentially growing, jittered
+/// delay, never past the next scheduled run, and never for errors a retry cannot fix.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "RawRetry")]
+pub struct RetrySpec {
+    /// Runs per slot in all, the first included; 1 turns retries off.
+    pub attempts: u32,
+    /// Delay before the first retry; each later one doubles it.
+    pub initial_backoff: Duration,
+    /// Longest delay between two runs.
+    pub max_backoff: Duration,
+}
+
+impl Default for RetrySpec {
+    fn default() -> Self {
+        Self {
+            attempts: 3,
+            initial_backoff: Duration::from_secs(60),
+            max_backoff: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawRetry {
+    attempts: Option<u32>,
+    initial_backoff: Option<PositiveDuration>,
+    max_backoff: Option<PositiveDuration>,
+}
+
+impl TryFrom<RawRetry> for RetrySpec {
+    type Error = String;
+    fn try_from(raw: RawRetry) -> Result<Self, String> {
+        let d = RetrySpec::default();
+        let r = RetrySpec {
+            attempts: raw.attempts.unwrap_or(d.attempts),
+            initial_backoff: raw.initial_backoff.map_or(d.initial_backoff, |x| x.0),
+            max_backoff: raw.max_backoff.map_or(d.max_backoff, |x| x.0),
+        };
+        if !(1..=20).contains(&r.attempts) {
+            return Err(format!(
+                "schedule.retry.attempts {}: expected 1 (no retries) to 20",
+                r.attempts
+            ));
+        }
+        if r.max_backoff < r.initial_backoff {
+            return Err(format!(
+                "schedule.retry: maxBackoff {} is shorter than initialBackoff {}",
+                humantime::format_duration(r.max_backoff),
+                humantime::format_duration(r.initial_backoff)
+            ));
+        }
+        Ok(r)
+    }
 }
 
 impl Schedule {
@@ -751,9 +819,35 @@ struct RawDestination {
     name: DestName,
     url: DestUrl,
     #[serde(default)]
-    options: BTreeMap<String, Scalar>,
+    options: RawOptions,
     #[serde(default = "yes")]
     required: bool,
+}
+
+/// A destination's options as written. Pairs object_store would resolve by silently ignoring
+/// one side are refused here, as the second one is read, so the error points at it.
+#[derive(Default)]
+struct RawOptions(BTreeMap<String, String>);
+impl<'de> Deserialize<'de> for RawOptions {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = RawOptions;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a mapping of option names to values")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<RawOptions, A::Error> {
+                let mut out = BTreeMap::new();
+                while let Some((k, v)) = map.next_entry::<String, Scalar>()? {
+                    out.insert(k, v.0);
+                    check_overrides(&out).map_err(de::Error::custom)?;
+                }
+                check_encryption(&out).map_err(de::Error::custom)?;
+                Ok(RawOptions(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 struct DestName(String);
@@ -996,7 +1090,7 @@ impl TryFrom<RawDestination> for DestinationSpec {
         } = raw.url;
         let allowed = kind.options();
         let mut options = BTreeMap::new();
-        for (k, v) in raw.options {
+        for (k, v) in raw.options.0 {
             let Some(opt) = allowed.iter().find(|o| o.key == k) else {
                 let valid: Vec<&str> = allowed.iter().map(|o| o.key).collect();
                 return Err(format!(
@@ -1009,8 +1103,8 @@ impl TryFrom<RawDestination> for DestinationSpec {
                     }
                 ));
             };
-            check_option_value(&name, opt, &v.0)?;
-            options.insert(k, v.0);
+            check_option_value(&name, opt, &v)?;
+            options.insert(k, v);
         }
         // A secret given twice (inline and as a file) is ambiguous.
         for o in allowed
@@ -1036,6 +1130,122 @@ impl TryFrom<RawDestination> for DestinationSpec {
             required: raw.required,
         })
     }
+}
+
+/// Two options of which object_store silently uses one and ignores the other.
+struct Override {
+    scheme: &'static str,
+    /// Any of these, set (to `when`, if given) ...
+    winner: &'static [&'static str],
+    when: Option<&'static str>,
+    /// ... makes any of these be ignored.
+    ignored: &'static [&'static str],
+    /// What object_store does instead, and what to write.
+    why: &'static str,
+}
+
+/// Pairs read off object_store 0.14's builders (`MicrosoftAzureBuilder::build` and its
+/// credential order, `AmazonS3Builder`'s encryption headers, `GoogleCloudStorageBuilder::build`).
+const OVERRIDES: &[Override] = &[
+    Override {
+        scheme: "az",
+        winner: &["useEmulator"],
+        when: Some("true"),
+        ignored: &["endpoint"],
+        why: "useEmulator connects to http://127.0.0.1:10000 (or $AZURITE_BLOB_STORAGE_URL) and \
+             ignores endpoint; for an emulator elsewhere drop useEmulator and set endpoint \
+             (http://host:port/devstoreaccount1), accountName, accessKey and allowHttp",
+    },
+    Override {
+        scheme: "az",
+        winner: &["useEmulator"],
+        when: Some("true"),
+        ignored: &["msiEndpoint", "clientId", "clientSecretFile", "tenantId"],
+        why: "the emulator is reached with an access key or SAS token only",
+    },
+    Override {
+        scheme: "az",
+        winner: &["useEmulator"],
+        when: Some("true"),
+        ignored: &["allowHttp"],
+        why: "useEmulator always allows plain HTTP",
+    },
+    Override {
+        scheme: "az",
+        winner: &["accessKey", "accessKeyFile"],
+        when: None,
+        ignored: &[
+            "sasToken",
+            "sasTokenFile",
+            "clientId",
+            "clientSecretFile",
+            "tenantId",
+            "msiEndpoint",
+        ],
+        why: "an access key is used before any other credential; keep one credential",
+    },
+    Override {
+        scheme: "az",
+        winner: &["clientSecretFile"],
+        when: None,
+        ignored: &["sasToken", "sasTokenFile", "msiEndpoint"],
+        why: "a client secret is used before a SAS token or managed identity; keep one credential",
+    },
+    Override {
+        scheme: "az",
+        winner: &["sasToken", "sasTokenFile"],
+        when: None,
+        ignored: &["msiEndpoint"],
+        why: "a SAS token is used before managed identity; keep one credential",
+    },
+    Override {
+        scheme: "gs",
+        winner: &["serviceAccountFile"],
+        when: None,
+        ignored: &["applicationCredentials"],
+        why: "a service account key is used and application credentials are never read; keep one",
+    },
+];
+
+/// Refuse option combinations object_store would resolve by silently ignoring one side. The
+/// winning options belong to one scheme each, so the table needs no scheme to apply.
+fn check_overrides(options: &BTreeMap<String, String>) -> Result<(), String> {
+    for o in OVERRIDES {
+        let Some(w) = o.winner.iter().find(|k| {
+            options
+                .get(**k)
+                .is_some_and(|v| o.when.is_none_or(|w| v == w))
+        }) else {
+            continue;
+        };
+        if let Some(i) = o.ignored.iter().find(|k| options.contains_key(**k)) {
+            let set = match o.when {
+                Some(v) => format!("{w}: {v}"),
+                None => (*w).to_owned(),
+            };
+            return Err(format!(
+                "options {set} and {i} cannot be used together ({}:// ignores one): {}",
+                o.scheme, o.why
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// S3 encryption settings object_store only sends with a matching serverSideEncryption.
+fn check_encryption(options: &BTreeMap<String, String>) -> Result<(), String> {
+    let sse = options.get("serverSideEncryption").map(String::as_str);
+    let kms = matches!(sse, Some("aws:kms" | "aws:kms:dsse"));
+    for key in ["sseKmsKeyId", "sseBucketKeyEnabled"] {
+        if options.contains_key(key) && !kms {
+            return Err(format!(
+                "option {key} only applies with serverSideEncryption: aws:kms or aws:kms:dsse \
+                 (it is {}); set one of those or remove {key}",
+                sse.unwrap_or("not set")
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Values lifeboat or object_store would only refuse later, checked while parsing.
