@@ -52,6 +52,8 @@ pub struct Error {
     kind: Kind,
     message: String,
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
+    /// Set when a retry cannot help although the kind usually could (rejected credentials).
+    permanent: bool,
 }
 
 /// Crate-wide result.
@@ -64,7 +66,26 @@ impl Error {
             kind,
             message: message.into(),
             source: None,
+            permanent: false,
         }
+    }
+
+    /// Mark as an error no retry can fix (rejected credentials, a certificate the member does
+    /// not accept), whatever its kind.
+    pub fn permanent(mut self) -> Self {
+        self.permanent = true;
+        self
+    }
+
+    /// Whether running again later could succeed: trouble with etcd, a destination, the spool
+    /// or a snapshot's verification may pass; an invalid policy, key material, usage, a bug or a
+    /// cancellation will not, and neither will errors marked [`Error::permanent`].
+    pub fn is_retryable(&self) -> bool {
+        !self.permanent
+            && matches!(
+                self.kind,
+                Kind::Etcd | Kind::Verify | Kind::Storage | Kind::Io
+            )
     }
 
     /// Attach the underlying cause.

@@ -3,8 +3,8 @@
 //! Layers, from pure to effectful (each may use only those above it):
 //!
 //! - [`model`], [`policy`]: pure types (ids, key layout, manifests, the YAML policy).
-//! - [`bbolt`], [`etcddb`], [`runbook`], [`retention`]: pure logic (reading snapshots, recovery
-//!   runbooks, retention plans).
+//! - [`bbolt`], [`etcddb`], [`runbook`], [`retention`], [`retry`]: pure logic (reading
+//!   snapshots, recovery runbooks, retention plans, retries inside a slot).
 //! - [`etcd`], [`pipeline`], [`store`]: the etcd client side, the byte pipeline (spool, zstd,
 //!   age), and object storage. They know nothing of each other.
 //! - [`ops`]: the operations (backup, list, ...) composing them; shared by CLI and daemon, they
@@ -33,6 +33,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod progress;
 pub mod retention;
+pub mod retry;
 pub mod runbook;
 pub mod store;
 pub mod telemetry;

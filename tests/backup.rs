@@ -33,7 +33,7 @@ fn setup(endpoints: &[String], bucket: Option<&str>, recipient: &str) -> Setup {
         .unwrap_or_default();
     let yaml = format!(
         "apiVersion: lifeboat/v1\nkind: BackupPolicy\nmetadata:\n  name: prod\nspec:\n  \
-         cluster:\n    endpoints: [{}]\n    selection: {{statusTimeout: 2s}}\n  snapshot: \
+         cluster:\n    endpoints: [{}]\n    selection: {{statusTimeout: 2s, waitForLeader: 1s}}\n  snapshot: \
          {{spoolDir: {}, timeout: 2m, stallTimeout: 20s}}\n  encryption: {{recipients: \
          [\"{recipient}\"]}}\n  destinations:\n{s3}    - {{name: local, url: \"file://{}\"}}\n",
         eps.join(", "),

@@ -5,26 +5,11 @@
 mod common;
 
 use common::*;
-use etcd_client::{Client, GetOptions};
+use etcd_client::Client;
 use object_store::ObjectStoreExt;
-use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-/// Every key and value at `rev` (0: now).
-async fn all_kvs(endpoints: &[String], rev: i64) -> BTreeMap<Vec<u8>, Vec<u8>> {
-    let mut c = Client::connect(endpoints, None).await.unwrap();
-    let mut opts = GetOptions::new().with_range(vec![0u8]);
-    if rev > 0 {
-        opts = opts.with_revision(rev);
-    }
-    let r = c.get(vec![0u8], Some(opts)).await.unwrap();
-    r.kvs()
-        .iter()
-        .map(|kv| (kv.key().to_vec(), kv.value().to_vec()))
-        .collect()
-}
 
 fn backup(policy: &Path) -> serde_json::Value {
     let o = lifeboat(&["backup", "--policy", policy.to_str().unwrap(), "--json"]);
@@ -34,27 +19,6 @@ fn backup(policy: &Path) -> serde_json::Value {
 
 fn part_of(p: &Path) -> PathBuf {
     PathBuf::from(format!("{}.part", p.display()))
-}
-
-/// Restore the staged snapshot with etcdctl (3.4) into a new data dir; returns (dir, peer URL).
-fn etcdctl_restore(snapshot: &Path, dir: &Path, extra: &[&str]) -> (PathBuf, String) {
-    let data = dir.join(format!("restored-{}", free_port()));
-    let peer = format!("http://127.0.0.1:{}", free_port());
-    let o = Command::new(etcdctl_bin())
-        .env("ETCDCTL_API", "3")
-        .args(["snapshot", "restore", snapshot.to_str().unwrap()])
-        .args(["--name", "r1", "--data-dir", data.to_str().unwrap()])
-        .args(["--initial-cluster", &format!("r1={peer}")])
-        .args(["--initial-advertise-peer-urls", &peer])
-        .args(extra)
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "etcdctl snapshot restore: {}",
-        stderr(&o)
-    );
-    (data, peer)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -597,4 +561,79 @@ async fn list_objects(bucket: &str) -> Vec<String> {
         .try_collect()
         .await
         .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_restore_leaves_a_part_the_next_restore_replaces_and_a_live_one_keeps() {
+    let cluster = EtcdCluster::start(1);
+    cluster.load("/k/", 50, 100).await;
+    let dir = tempfile::tempdir().unwrap();
+    let snap = dir.path().join("snap.db");
+    etcdctl(
+        &cluster.members[0].client_url,
+        &["snapshot", "save", snap.to_str().unwrap()],
+    );
+    let out = dir.path().join("staged.db");
+    // The first restore reads from a FIFO: it creates OUTPUT.part, copies what arrives, and
+    // then waits, alive and holding the part's lock, for bytes that never come.
+    let fifo = dir.path().join("fifo");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut writer = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open(&fifo)
+        .unwrap();
+    std::io::Write::write_all(&mut writer, &[7u8; 4096]).unwrap();
+    let restore = |from: &Path| {
+        vec![
+            "restore".to_owned(),
+            "--from-file".into(),
+            from.display().to_string(),
+            "--skip-hash-check".into(),
+            "--output".into(),
+            out.display().to_string(),
+            "--yes".into(),
+            "--json".into(),
+        ]
+    };
+    let args = restore(&fifo);
+    let first = Running::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let part = part_of(&out);
+    let t0 = std::time::Instant::now();
+    while std::fs::metadata(&part).map_or(0, |m| m.len()) < 4096 {
+        assert!(t0.elapsed() < std::time::Duration::from_secs(30), "no part");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+
+    // A second restore to the same output while the first is alive: refused, part untouched.
+    let args = restore(&snap);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = lifeboat(&args);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("another restore is writing"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(std::fs::metadata(&part).unwrap().len(), 4096);
+
+    // The first is killed (as an OOM kill would): its part stays, and the next restore says
+    // so, replaces it and stages the snapshot.
+    first.kill();
+    drop(writer);
+    assert!(part.exists());
+    let o = lifeboat(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let replaced = &r["staged"]["replacedPart"];
+    assert_eq!(replaced[0]["path"], part.display().to_string());
+    assert_eq!(replaced[0]["bytes"], 4096);
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&snap).unwrap());
+    assert!(!part.exists());
 }

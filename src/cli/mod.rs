@@ -68,6 +68,9 @@ enum Command {
         /// node_exporter's textfile collector; written after failed runs too.
         #[arg(long, value_name = "PATH")]
         metrics_textfile: Option<PathBuf>,
+        /// Do not retry a failed run (schedule.retry), for this run only.
+        #[arg(long, conflicts_with = "from_file")]
+        no_retry: bool,
     },
     /// Run every policy on its schedule, with /metrics and /healthz; stop with SIGTERM.
     ///
@@ -249,13 +252,15 @@ async fn dispatch(cmd: Command) -> u8 {
             skip_hash_check,
             json,
             metrics_textfile,
-        } => match backup(
-            &policy,
-            from_file.as_deref(),
+            no_retry,
+        } => match backup(BackupArgs {
+            policy: &policy,
+            from_file: from_file.as_deref(),
             skip_hash_check,
-            json,
-            metrics_textfile.as_deref(),
-        )
+            json_out: json,
+            textfile: metrics_textfile.as_deref(),
+            retry: !no_retry,
+        })
         .await
         {
             Ok(()) => 0,
@@ -383,19 +388,31 @@ fn policy_check(named: &[PathBuf]) -> u8 {
     code
 }
 
-async fn backup(
-    policy: &std::path::Path,
-    from_file: Option<&std::path::Path>,
+/// `lifeboat backup`'s arguments.
+struct BackupArgs<'a> {
+    policy: &'a std::path::Path,
+    from_file: Option<&'a std::path::Path>,
     skip_hash_check: bool,
     json_out: bool,
-    textfile: Option<&std::path::Path>,
-) -> Result<(), Error> {
+    textfile: Option<&'a std::path::Path>,
+    retry: bool,
+}
+
+async fn backup(a: BackupArgs<'_>) -> Result<(), Error> {
+    let BackupArgs {
+        policy,
+        from_file,
+        skip_hash_check,
+        json_out,
+        textfile,
+        retry,
+    } = a;
     let lp = ops::load_policy(policy)?;
     let metrics = crate::daemon::metrics::Metrics::new();
     let name = lp.policy.name.clone();
-    metrics.attempt(&name, chrono::Utc::now());
-    // SIGTERM/SIGINT (a stopped systemd unit, Ctrl-C) abort the run cleanly before its commit.
-    // A backup from a file is short and local; it keeps the default signal handling.
+    // SIGTERM/SIGINT (a stopped systemd unit, Ctrl-C) abort the run cleanly before its commit,
+    // and a retry waiting for its turn gives up. A backup from a file is short and local; it
+    // keeps the default signal handling.
     let cancel = tokio_util::sync::CancellationToken::new();
     let on_signal = cancel.clone();
     let watch_signals = from_file.is_none();
@@ -415,24 +432,43 @@ async fn backup(
             on_signal.cancel();
         }
     });
-    let t0 = std::time::Instant::now();
+    let observe = |ev: ops::RunEvent<'_>| match ev {
+        ops::RunEvent::Started(at) => metrics.attempt(&name, at),
+        ops::RunEvent::Ended { result, took } => match result {
+            Ok(ops::Outcome::Committed(r)) => metrics.success(&name, r, took),
+            Ok(ops::Outcome::Skipped { .. }) => metrics.skipped(&name, "taken"),
+            Err(e) => metrics.failure(&name, e),
+        },
+    };
     let result = match from_file {
-        Some(f) => ops::backup::backup_from_file(&lp, f, skip_hash_check)
-            .await
-            .map(|r| ops::Outcome::Committed(Box::new(r))),
-        None => ops::backup::backup_until(&lp, &cancel).await,
+        Some(f) => {
+            metrics.attempt(&name, chrono::Utc::now());
+            let t0 = std::time::Instant::now();
+            let r = ops::backup::backup_from_file(&lp, f, skip_hash_check)
+                .await
+                .map(|r| ops::Outcome::Committed(Box::new(r)));
+            observe(ops::RunEvent::Ended {
+                result: &r,
+                took: t0.elapsed(),
+            });
+            r
+        }
+        None => {
+            let run = ops::SlotRun {
+                abort: &cancel,
+                stop: &cancel,
+                retry,
+                gate: None,
+            };
+            ops::backup_in_slot(&lp, run, &observe).await
+        }
     };
     if let Some(path) = textfile {
-        match &result {
-            Ok(ops::Outcome::Committed(r)) => metrics.success(&name, r, t0.elapsed()),
-            Ok(ops::Outcome::Skipped { .. }) => metrics.skipped(&name, "taken"),
-            Err(e) => {
-                metrics.failure(&name, e);
-                // Keep "last success" meaningful after a failure: the newest stored backup.
-                let listing = ops::list(&lp).await;
-                if let Some(b) = listing.backups.first() {
-                    metrics.success_at(&name, b.manifest.finished_at);
-                }
+        if result.is_err() {
+            // Keep "last success" meaningful after a failure: the newest stored backup.
+            let listing = ops::list(&lp).await;
+            if let Some(b) = listing.backups.first() {
+                metrics.success_at(&name, b.manifest.finished_at);
             }
         }
         if let Err(e) = metrics.write_textfile(path) {
@@ -462,18 +498,51 @@ async fn backup(
             Some(Ok(p)) => prune::report_json(p),
             Some(Err(e)) => json!({ "error": e.chain() }),
         };
+        let earlier: Vec<_> = r
+            .earlier_runs
+            .iter()
+            .map(|f| {
+                json!({
+                    "startedAt": f.started_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    "exitCode": f.kind.exit_code(),
+                    "error": f.error,
+                })
+            })
+            .collect();
         let v = json!({
             "id": r.manifest.id,
             "policy": r.manifest.policy,
             "destinations": r.destinations,
             "failedAttempts": r.failed_attempts,
+            "earlierRuns": earlier,
             "skippedDestinations": r.skipped_destinations,
+            "removedLeftovers": leftovers_json(&r.leftovers),
             "manifest": r.manifest,
             "prune": prune,
         });
         out!("{}", serde_json::to_string_pretty(&v).expect("json"));
     } else {
         out!("{}", r.manifest.id);
+        note_leftovers(&r.leftovers);
+        for f in &r.earlier_runs {
+            eprintln!(
+                "note: an earlier run of this slot failed and was retried: {}",
+                f.error
+            );
+        }
+    }
+    for a in &r.manifest.alarms {
+        eprintln!(
+            "warning: etcd alarm {} on member {}{}: {}",
+            a.alarm,
+            a.member,
+            if a.member_name.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", a.member_name)
+            },
+            crate::etcd::select::alarm_advice(&a.alarm)
+        );
     }
     for why in &r.skipped_destinations {
         eprintln!("warning: {why}");
@@ -681,6 +750,25 @@ async fn extract(
         r.dir.display()
     );
     Ok(())
+}
+
+/// Leftovers of dead runs as JSON: `[{path, bytes, what}]`.
+fn leftovers_json(l: &[ops::spool::Leftover]) -> serde_json::Value {
+    l.iter()
+        .map(|l| json!({"path": l.path, "bytes": l.bytes, "what": l.what}))
+        .collect()
+}
+
+/// Say on stderr what leftovers of dead runs were removed.
+fn note_leftovers(l: &[ops::spool::Leftover]) {
+    for l in l {
+        eprintln!(
+            "note: removed {} left by a run that is gone: {} ({})",
+            l.what,
+            l.path.display(),
+            human_bytes(l.bytes)
+        );
+    }
 }
 
 fn human_bytes(n: u64) -> String {

@@ -263,10 +263,12 @@ fn staged_json(s: &Staged) -> serde_json::Value {
         "liveKeys": st.live_keys,
         "totalSize": st.total_size,
         "skipHashCheck": s.needs_skip_hash_check(),
+        "replacedPart": super::leftovers_json(s.replaced_part.as_slice()),
     })
 }
 
 fn print_staged(s: &Staged) {
+    super::note_leftovers(s.replaced_part.as_slice());
     let r = &s.report;
     let st = &r.inspection.status;
     let what = match (&s.manifest, &s.destination) {

@@ -19,6 +19,7 @@ pub struct Metrics {
     stored_bytes: IntGaugeVec,
     revision: IntGaugeVec,
     failures: IntCounterVec,
+    runs: IntCounterVec,
     skipped: IntCounterVec,
     kept: IntGaugeVec,
     destination_bytes: IntGaugeVec,
@@ -109,6 +110,12 @@ impl Metrics {
                 "Failed runs, by the stage that failed.",
                 &["policy", "stage"]
             ),
+            runs: reg!(
+                IntCounterVec,
+                "lifeboat_runs_total",
+                "Backup runs started, retries inside a slot included.",
+                p
+            ),
             skipped: reg!(
                 IntCounterVec,
                 "lifeboat_skipped_runs_total",
@@ -151,9 +158,10 @@ impl Metrics {
         }
     }
 
-    /// A run starts.
+    /// A run starts (the first of a slot or a retry).
     pub fn attempt(&self, policy: &str, at: DateTime<Utc>) {
         self.last_attempt.with_label_values(&[policy]).set(ts(at));
+        self.runs.with_label_values(&[policy]).inc();
     }
 
     /// The newest committed backup of `policy` finished at `at` (from a run or a listing).

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::sync::CancellationToken;
@@ -66,6 +66,8 @@ struct Runner {
     slots: Semaphore,
     /// Cancelled when the grace period after SIGTERM is over: running backups abort.
     abort: CancellationToken,
+    /// Cancelled on SIGTERM: no new run starts (a retry waiting for its delay gives up).
+    stop: CancellationToken,
     /// Set on SIGTERM: no new run starts.
     stopping: AtomicBool,
     tracker: TaskTracker,
@@ -125,21 +127,30 @@ impl Runner {
             let delay = jitter.mul_f64(rand::random::<f64>());
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
-                () = self.abort.cancelled() => return,
+                () = self.stop.cancelled() => return,
             }
         }
-        let _slot = tokio::select! {
-            s = self.slots.acquire() => s.expect("semaphore never closed"),
-            () = self.abort.cancelled() => return,
-        };
-        let started = Utc::now();
-        self.metrics.attempt(name, started);
         info!(policy = %name, "Scheduled backup starting");
-        let t0 = Instant::now();
-        match ops::backup::backup_until(&lp, &self.abort).await {
+        let observe = |ev: ops::RunEvent<'_>| match ev {
+            ops::RunEvent::Started(at) => self.metrics.attempt(name, at),
+            ops::RunEvent::Ended { result, took } => match result {
+                Ok(ops::Outcome::Committed(r)) => self.metrics.success(name, r, took),
+                Ok(ops::Outcome::Skipped { .. }) => self.metrics.skipped(name, "taken"),
+                Err(e) => {
+                    error!(policy = %name, error = %e.chain(), "Scheduled backup run failed");
+                    self.metrics.failure(name, e);
+                }
+            },
+        };
+        let run = ops::SlotRun {
+            abort: &self.abort,
+            stop: &self.stop,
+            retry: true,
+            gate: Some(&self.slots),
+        };
+        match ops::backup_in_slot(&lp, run, &observe).await {
             Ok(ops::Outcome::Committed(r)) => {
-                info!(policy = %name, backup = %r.manifest.id, "Scheduled backup committed");
-                self.metrics.success(name, &r, t0.elapsed());
+                info!(policy = %name, backup = %r.manifest.id, retried = r.earlier_runs.len(), "Scheduled backup committed");
                 *st.last_success.lock().expect("lock") = Some(r.manifest.finished_at);
                 if r.prune.is_none() {
                     // No prune report to count from: count what the destinations hold.
@@ -155,7 +166,6 @@ impl Runner {
             }
             Ok(ops::Outcome::Skipped { holder }) => {
                 info!(policy = %name, taken_by = %holder, "Slot backed up by another host; skipped");
-                self.metrics.skipped(name, "taken");
                 // Health follows what is stored, not the claim: the newest committed backup
                 // (the other host's, once it commits).
                 if let Some(b) = ops::list(&lp).await.backups.first() {
@@ -164,8 +174,7 @@ impl Runner {
                 }
             }
             Err(e) => {
-                error!(policy = %name, error = %e.chain(), "Scheduled backup failed");
-                self.metrics.failure(name, &e);
+                error!(policy = %name, error = %e.chain(), "Scheduled backup failed; the next scheduled run will try again");
             }
         }
         if let Some(s) = &lp.policy.schedule {
@@ -265,6 +274,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
         metrics,
         slots: Semaphore::new(opts.max_concurrent.max(1)),
         abort: CancellationToken::new(),
+        stop: CancellationToken::new(),
         stopping: AtomicBool::new(false),
         tracker: TaskTracker::new(),
     });
@@ -272,6 +282,21 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
     let server_stop = CancellationToken::new();
     if let Some(addr) = opts.listen {
         serve(runner.clone(), addr, server_stop.clone()).await?;
+    }
+
+    // Before anything runs: what runs that died (SIGKILL, OOM, power loss) left in the spool.
+    for (name, st) in runner.all() {
+        let lp = st.current();
+        match ops::spool::remove_leftovers(&lp.policy.snapshot.spool_dir, &name) {
+            Ok(l) if !l.is_empty() => info!(
+                policy = %name,
+                files = l.len(),
+                bytes = l.iter().map(|l| l.bytes).sum::<u64>(),
+                "Removed the leftovers of runs that are gone"
+            ),
+            Ok(_) => {}
+            Err(e) => warn!(policy = %name, error = %e.chain(), "Cannot sweep the spool directory"),
+        }
     }
 
     let mut sched = JobScheduler::new().await.map_err(sched_err)?;
@@ -299,6 +324,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
         "Stopping: no new runs; waiting for running backups"
     );
     runner.stopping.store(true, Ordering::SeqCst);
+    runner.stop.cancel();
     let _ = sched.shutdown().await;
     runner.tracker.close();
     if tokio::time::timeout(opts.grace, runner.tracker.wait())

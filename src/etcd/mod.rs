@@ -72,6 +72,43 @@ impl Connection {
     }
 }
 
+/// An alarm raised in the cluster, as etcd records it: the member it was raised for and its
+/// type (`NOSPACE`: the member's backend reached its quota; `CORRUPT`: its data disagrees with
+/// the cluster's).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Alarm {
+    /// The member the alarm is for.
+    pub member_id: u64,
+    /// `NOSPACE`, `CORRUPT`, ...
+    pub kind: String,
+}
+
+/// `NOSPACE`: a member's database reached its quota; the cluster refuses writes but still
+/// serves reads and snapshots.
+pub const NOSPACE: &str = "NOSPACE";
+/// `CORRUPT`: a member's data disagrees with the rest of the cluster.
+pub const CORRUPT: &str = "CORRUPT";
+
+/// Read an alarm out of one entry of a Status response's `errors`: etcd lists every alarm it
+/// knows of there as `memberID:<decimal id> alarm:<TYPE> ` (the protobuf text form). Pure.
+pub fn parse_status_alarm(entry: &str) -> Option<Alarm> {
+    let mut member = None;
+    let mut kind = None;
+    for token in entry.split_whitespace() {
+        if let Some(v) = token.strip_prefix("memberID:") {
+            member = v.parse::<u64>().ok();
+        } else if let Some(v) = token.strip_prefix("alarm:") {
+            kind = Some(v.to_ascii_uppercase());
+        } else {
+            return None;
+        }
+    }
+    Some(Alarm {
+        member_id: member?,
+        kind: kind.filter(|k| !k.is_empty() && k != "NONE")?,
+    })
+}
+
 /// What one member said about itself.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MemberStatus {
@@ -89,16 +126,49 @@ pub struct MemberStatus {
     pub raft_index: u64,
     /// Raft applied index.
     pub raft_applied_index: u64,
+    /// Raft term.
+    pub raft_term: u64,
     /// Current store revision.
     pub revision: i64,
     /// Backend size.
     pub db_size: i64,
+    /// Backend size in use (the rest is free pages that a defragmentation returns).
+    pub db_size_in_use: i64,
     /// Server version.
     pub version: String,
-    /// Errors the member reports about itself.
+    /// Errors the member reports about itself, other than alarms.
     pub errors: Vec<String>,
-    /// Alarms raised for this member (e.g. `NOSPACE`, `CORRUPT`).
-    pub alarms: Vec<String>,
+    /// Every alarm in the cluster this member knows of, for any member: from its status (its
+    /// local view) and, when it answered, the alarm list (agreed through raft). Sorted.
+    pub alarms: Vec<Alarm>,
+    /// Whether the alarm list answered. It goes through raft, so without a leader it does not;
+    /// then `alarms` is the member's local view only.
+    pub alarms_confirmed: bool,
+}
+
+impl MemberStatus {
+    /// The alarms raised for this member itself.
+    pub fn own_alarms(&self) -> impl Iterator<Item = &str> {
+        self.alarms
+            .iter()
+            .filter(|a| a.member_id == self.member_id)
+            .map(|a| a.kind.as_str())
+    }
+}
+
+/// Why an endpoint could not be probed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProbeError {
+    /// One line: what failed.
+    pub message: String,
+    /// A retry cannot help: the member rejected our credentials or certificate.
+    pub permanent: bool,
+}
+
+impl std::fmt::Display for ProbeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
 }
 
 /// Result of asking one endpoint for its status.
@@ -107,22 +177,22 @@ pub struct Probe {
     /// The endpoint asked.
     pub endpoint: String,
     /// Its status, or why it could not be had.
-    pub outcome: Result<MemberStatus, String>,
+    pub outcome: Result<MemberStatus, ProbeError>,
 }
 
-/// Ask every endpoint for its status concurrently, each bounded by `timeout`.
+/// How long the alarm list and the member list may take: the alarm list goes through raft and
+/// hangs for etcd's own request timeout (7 s and more) while there is no leader.
+pub fn side_query_timeout(status_timeout: Duration) -> Duration {
+    status_timeout.min(Duration::from_secs(2))
+}
+
+/// Ask every endpoint for its status concurrently, each bounded by `timeout` (and its alarm and
+/// member lists by [`side_query_timeout`]).
 pub async fn probe_all(conn: &Connection, timeout: Duration) -> Vec<Probe> {
     let futs = conn.endpoints.iter().map(|ep| async move {
-        let outcome = match tokio::time::timeout(timeout, probe_one(conn, ep, timeout)).await {
-            Ok(r) => r.map_err(|e| describe_etcd_error(&e)),
-            Err(_) => Err(format!(
-                "no answer within {}",
-                humantime::format_duration(timeout)
-            )),
-        };
         Probe {
             endpoint: ep.clone(),
-            outcome,
+            outcome: probe_one(conn, ep, timeout).await,
         }
     });
     futures::future::join_all(futs).await
@@ -132,23 +202,54 @@ async fn probe_one(
     conn: &Connection,
     endpoint: &str,
     timeout: Duration,
-) -> Result<MemberStatus, etcd_client::Error> {
-    let mut c = conn.client(endpoint, Some(timeout)).await?;
-    let st = c.status().await?;
+) -> Result<MemberStatus, ProbeError> {
+    let no_answer = || ProbeError {
+        message: format!("no answer within {}", humantime::format_duration(timeout)),
+        permanent: false,
+    };
+    let status = async {
+        let mut c = conn.client(endpoint, Some(timeout)).await?;
+        let st = c.status().await?;
+        Ok::<_, etcd_client::Error>((c, st))
+    };
+    let (mut c, st) = tokio::time::timeout(timeout, status)
+        .await
+        .map_err(|_| no_answer())?
+        .map_err(|e| ProbeError {
+            message: describe_etcd_error(&e),
+            permanent: is_permanent(&e),
+        })?;
     let header = st.header();
     let member_id = header.map(|h| h.member_id()).unwrap_or_default();
-    let alarms = c
-        .alarm(AlarmAction::Get, AlarmType::None, None)
-        .await?
-        .alarms()
-        .iter()
-        .filter(|a| a.member_id() == member_id)
-        .map(|a| format!("{:?}", a.alarm()).to_uppercase())
-        .collect();
-    let name = c
-        .member_list()
+    let mut alarms = Vec::new();
+    let mut errors = Vec::new();
+    for e in st.errors() {
+        match parse_status_alarm(e) {
+            Some(a) => alarms.push(a),
+            None => errors.push(e.clone()),
+        }
+    }
+    let side = side_query_timeout(timeout);
+    let listed = tokio::time::timeout(side, c.alarm(AlarmAction::Get, AlarmType::None, None)).await;
+    let alarms_confirmed = match listed {
+        Ok(Ok(resp)) => {
+            alarms.extend(resp.alarms().iter().filter_map(|a| {
+                let kind = format!("{:?}", a.alarm()).to_uppercase();
+                (kind != "NONE").then_some(Alarm {
+                    member_id: a.member_id(),
+                    kind,
+                })
+            }));
+            true
+        }
+        _ => false,
+    };
+    alarms.sort();
+    alarms.dedup();
+    let name = tokio::time::timeout(side, c.member_list())
         .await
         .ok()
+        .and_then(Result::ok)
         .and_then(|l| {
             l.members()
                 .iter()
@@ -164,12 +265,34 @@ async fn probe_one(
         is_learner: st.is_learner(),
         raft_index: st.raft_index(),
         raft_applied_index: st.raft_applied_index(),
+        raft_term: st.raft_term(),
         revision: header.map(|h| h.revision()).unwrap_or_default(),
         db_size: st.db_size(),
+        db_size_in_use: st.raft_used_db_size(),
         version: st.version().to_owned(),
-        errors: st.errors().to_vec(),
+        errors,
         alarms,
+        alarms_confirmed,
     })
+}
+
+/// Whether an error says our credentials or certificate were refused, which no retry fixes.
+pub fn is_permanent(e: &etcd_client::Error) -> bool {
+    use etcd_client::Error as E;
+    match e {
+        E::GRpcStatus(s) => {
+            matches!(
+                s.code(),
+                tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+            ) || (s.code() == tonic::Code::InvalidArgument
+                && s.message().contains("authentication failed"))
+        }
+        E::TransportError(_) | E::IoError(_) => {
+            let text = describe_etcd_error(e).to_lowercase();
+            text.contains("certificate") || text.contains("unknownissuer")
+        }
+        _ => false,
+    }
 }
 
 /// One line for an etcd client error: gRPC status message without the debug noise.

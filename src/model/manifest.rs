@@ -33,8 +33,25 @@ pub struct Manifest {
     /// Verifications done before the commit.
     #[serde(default)]
     pub checks: Vec<Check>,
+    /// etcd alarms raised in the cluster when the snapshot was taken (any member's), e.g. a
+    /// backup taken under NOSPACE.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alarms: Vec<AlarmSeen>,
     /// Version of lifeboat that wrote the manifest.
     pub lifeboat_version: String,
+}
+
+/// An etcd alarm raised when the backup was taken.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AlarmSeen {
+    /// The member the alarm is for, lowercase hex.
+    pub member: String,
+    /// Its name from the member list, when known.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub member_name: String,
+    /// `NOSPACE`, `CORRUPT`, ...
+    pub alarm: String,
 }
 
 /// The etcd member that served the snapshot.
@@ -254,6 +271,7 @@ pub(crate) mod tests {
                 outcome: CheckOutcome::Skipped,
                 detail: "revision 301 is compacted".into(),
             }],
+            alarms: vec![],
             lifeboat_version: "0.1.0".into(),
         }
     }

@@ -8,8 +8,8 @@ mod manifest;
 pub use id::BackupId;
 pub use keys::{ObjectRole, data_key, manifest_key, parse_key, policy_prefix};
 pub use manifest::{
-    Check, CheckOutcome, Compression, DbStatus, Encryption, MANIFEST_FORMAT_VERSION, Manifest,
-    MemberInfo, STRUCTURE_CHECK, SnapshotInfo, SnapshotSource, StoredObject,
+    AlarmSeen, Check, CheckOutcome, Compression, DbStatus, Encryption, MANIFEST_FORMAT_VERSION,
+    Manifest, MemberInfo, STRUCTURE_CHECK, SnapshotInfo, SnapshotSource, StoredObject,
 };
 
 #[cfg(test)]

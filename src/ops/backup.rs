@@ -6,14 +6,16 @@
 use super::LoadedPolicy;
 use super::lock::Claim;
 use super::prune::{PruneOptions, PruneReport};
+use super::spool::{Leftover, RunSpace};
 use super::verify::verify_snapshot;
 use crate::error::{Error, Kind, Result};
+use crate::etcd::select::{Ranking, alarm_advice};
 use crate::etcd::snapshot::{Limits, StreamError, StreamFault, Verified, stream_snapshot};
-use crate::etcd::{MemberStatus, describe_etcd_error, probe_all, select};
+use crate::etcd::{MemberStatus, Probe, describe_etcd_error, probe_all, select};
 use crate::etcddb::TRAILER_LEN;
 use crate::model::{
-    self, BackupId, Compression, Encryption, MANIFEST_FORMAT_VERSION, Manifest, MemberInfo,
-    SnapshotInfo, SnapshotSource, StoredObject,
+    self, AlarmSeen, BackupId, Compression, Encryption, MANIFEST_FORMAT_VERSION, Manifest,
+    MemberInfo, SnapshotInfo, SnapshotSource, StoredObject,
 };
 use crate::pipeline::{SealConfig, SealError, SealOutput, seal};
 use crate::store::{Destination, PARTS_IN_FLIGHT, describe_store_error};
@@ -45,6 +47,21 @@ pub struct BackupReport {
     /// encrypt, upload), `verify` (database check while the last parts complete), `commit`
     /// (manifests) and `prune`.
     pub stages: Stages,
+    /// Leftovers of dead runs of this policy removed from the spool directory first.
+    pub leftovers: Vec<Leftover>,
+    /// Earlier runs of this slot that failed and were retried (`schedule.retry`).
+    pub earlier_runs: Vec<FailedRun>,
+}
+
+/// A run of the slot that failed before a retry.
+#[derive(Debug, Clone)]
+pub struct FailedRun {
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// What failed (its kind gives the exit code and metrics stage).
+    pub kind: Kind,
+    /// The whole error message.
+    pub error: String,
 }
 
 /// A backup committed by one attempt, before the prune.
@@ -65,6 +82,7 @@ async fn committed(
     lp: &LoadedPolicy,
     landed: Landed,
     failed_attempts: Vec<String>,
+    leftovers: Vec<Leftover>,
 ) -> BackupReport {
     let Landed {
         manifest,
@@ -94,6 +112,8 @@ async fn committed(
         failed_attempts,
         prune,
         stages,
+        leftovers,
+        earlier_runs: Vec::new(),
     }
 }
 
@@ -127,38 +147,27 @@ pub enum Outcome {
     },
 }
 
-/// Run one backup of `lp` now; `cancel` aborts it cleanly while the snapshot streams (uploads
-/// aborted, spool removed, nothing committed). Once the stream is complete the run finishes: the
-/// remaining steps take seconds, and cutting them short would only waste the upload.
+/// Run one backup of `lp` now; `cancel` aborts it cleanly while it waits for a member or the
+/// snapshot streams (uploads aborted, spool removed, nothing committed). Once the stream is
+/// complete the run finishes: the remaining steps take seconds, and cutting them short would
+/// only waste the upload.
 pub async fn backup_until(lp: &LoadedPolicy, cancel: &CancellationToken) -> Result<Outcome> {
     let p = &lp.policy;
     let started_at = Utc::now();
     let id = BackupId::new(started_at, rand::random::<u32>());
-    let sel = &p.cluster.selection;
-
-    let probes = probe_all(&lp.etcd, sel.status_timeout.0).await;
-    let ranking = select::rank(&probes, sel.prefer, sel.max_raft_lag);
-    for (ep, why) in &ranking.rejected {
-        warn!(endpoint = %ep, reason = %why, "Member skipped");
+    // First, so the leftovers of a killed run go even when the cluster is down.
+    let (space, leftovers) = RunSpace::open(&p.snapshot.spool_dir, &p.name, &id)?;
+    let (probes, ranking) = choose_member(lp, cancel).await?;
+    let alarms = alarms_seen(&probes, &ranking);
+    for a in &alarms {
+        warn!(
+            member = %a.member,
+            name = %a.member_name,
+            alarm = %a.alarm,
+            "etcd reports an alarm: {}",
+            alarm_advice(&a.alarm)
+        );
     }
-    if ranking.candidates.is_empty() {
-        let lines: Vec<String> = ranking
-            .rejected
-            .iter()
-            .map(|(ep, why)| format!("  {ep}: {why}"))
-            .collect();
-        return Err(Error::new(
-            Kind::Etcd,
-            format!(
-                "policy {}: no healthy etcd member to snapshot; nothing was written:\n{}\ncheck \
-                 that the members run and that spec.cluster (endpoints, tls, auth) is right",
-                p.name,
-                lines.join("\n")
-            ),
-        ));
-    }
-
-    super::ensure_private_dir(&p.snapshot.spool_dir)?;
 
     let lock = match &p.lock {
         None => None,
@@ -170,7 +179,17 @@ pub async fn backup_until(lp: &LoadedPolicy, cancel: &CancellationToken) -> Resu
             }
         }
     };
-    let result = attempts(lp, &id, started_at, &probes, &ranking.candidates, cancel).await;
+    let result = attempts(
+        lp,
+        &id,
+        started_at,
+        &probes,
+        &ranking.candidates,
+        &space,
+        &alarms,
+        cancel,
+    )
+    .await;
     if let Some(l) = lock {
         match &result {
             Ok(_) => {
@@ -181,19 +200,251 @@ pub async fn backup_until(lp: &LoadedPolicy, cancel: &CancellationToken) -> Resu
         }
     }
     let (landed, failed) = result?;
+    drop(space);
     Ok(Outcome::Committed(Box::new(
-        committed(lp, landed, failed).await,
+        committed(lp, landed, failed, leftovers).await,
     )))
+}
+
+/// Probe the members until one qualifies. While none does only for reasons that pass (an
+/// election, members restarting or lagging), probe again with backoff for up to
+/// `selection.waitForLeader`; then give up with every member's reason.
+async fn choose_member(
+    lp: &LoadedPolicy,
+    cancel: &CancellationToken,
+) -> Result<(Vec<Probe>, Ranking)> {
+    let p = &lp.policy;
+    let sel = &p.cluster.selection;
+    let wait = sel.wait_for_leader.0;
+    let t0 = std::time::Instant::now();
+    let mut delay = Duration::from_millis(250);
+    loop {
+        let probes = probe_all(&lp.etcd, sel.status_timeout.0).await;
+        let ranking = select::rank(&probes, sel.prefer, sel.max_raft_lag);
+        let reasons: Vec<String> = ranking
+            .rejected
+            .iter()
+            .map(|r| format!("{}: {}", r.endpoint, r.reason))
+            .collect();
+        if !ranking.candidates.is_empty() {
+            for r in &ranking.rejected {
+                warn!(endpoint = %r.endpoint, reason = %r.reason, "Member skipped");
+            }
+            return Ok((probes, ranking));
+        }
+        let remaining = wait.saturating_sub(t0.elapsed());
+        if ranking.worth_waiting() && !remaining.is_zero() {
+            let d = delay.min(remaining);
+            warn!(
+                policy = %p.name,
+                waited_ms = t0.elapsed().as_millis() as u64,
+                retry_in_ms = d.as_millis() as u64,
+                members = %reasons.join("; "),
+                "No member can serve a snapshot yet; probing again (selection.waitForLeader)"
+            );
+            tokio::select! {
+                () = tokio::time::sleep(d) => {}
+                () = cancel.cancelled() => return Err(Error::new(
+                    Kind::Cancelled,
+                    format!("policy {}: stopped by a signal while waiting for a healthy member; nothing was written", p.name),
+                )),
+            }
+            delay = (delay * 2).min(Duration::from_secs(2));
+            continue;
+        }
+        return Err(no_member(lp, &ranking, &reasons, t0.elapsed()));
+    }
+}
+
+/// The error when no member qualifies, saying whether waiting or a retry can help.
+fn no_member(lp: &LoadedPolicy, ranking: &Ranking, reasons: &[String], waited: Duration) -> Error {
+    let p = &lp.policy;
+    let (headline, advice) = if ranking.all_corrupt() {
+        (
+            "every member has a CORRUPT alarm, and lifeboat never snapshots a member etcd found \
+             inconsistent"
+                .to_owned(),
+            format!(
+                "restore from the newest good backup (`lifeboat list`) or repair the members: {}",
+                alarm_advice(crate::etcd::CORRUPT)
+            ),
+        )
+    } else if ranking.hopeless() {
+        (
+            "no healthy etcd member to snapshot, and waiting cannot help".to_owned(),
+            "check spec.cluster (endpoints, tls, auth) and the members' state".to_owned(),
+        )
+    } else {
+        (
+            format!(
+                "no healthy etcd member to snapshot after waiting {} (selection.waitForLeader)",
+                humantime::format_duration(Duration::from_secs(waited.as_secs()))
+            ),
+            "check that the members run and have a leader, and that spec.cluster (endpoints, \
+             tls, auth) is right"
+                .to_owned(),
+        )
+    };
+    let e = Error::new(
+        Kind::Etcd,
+        format!(
+            "policy {}: {headline}; nothing was written:\n  {}\n{advice}",
+            p.name,
+            reasons.join("\n  ")
+        ),
+    );
+    if ranking.hopeless() { e.permanent() } else { e }
+}
+
+/// Every alarm the members reported, with member names where known.
+fn alarms_seen(probes: &[Probe], ranking: &Ranking) -> Vec<AlarmSeen> {
+    let name_of = |id: u64| {
+        probes
+            .iter()
+            .filter_map(|p| p.outcome.as_ref().ok())
+            .find(|s| s.member_id == id)
+            .map(|s| s.name.clone())
+            .unwrap_or_default()
+    };
+    ranking
+        .alarms
+        .iter()
+        .map(|a| AlarmSeen {
+            member: format!("{:x}", a.member_id),
+            member_name: name_of(a.member_id),
+            alarm: a.kind.clone(),
+        })
+        .collect()
+}
+
+/// How the runs of one slot are driven.
+pub struct SlotRun<'a> {
+    /// Aborts the run in progress (uploads aborted, nothing committed).
+    pub abort: &'a CancellationToken,
+    /// No new run starts once cancelled (a retry waiting for its delay gives up).
+    pub stop: &'a CancellationToken,
+    /// `schedule.retry` applies; false for `backup --no-retry`.
+    pub retry: bool,
+    /// Held by each run (not by the waits between them): the daemon's `--max-concurrent`.
+    pub gate: Option<&'a tokio::sync::Semaphore>,
+}
+
+/// What happens during a slot, as it happens (for metrics).
+pub enum RunEvent<'a> {
+    /// A run starts.
+    Started(DateTime<Utc>),
+    /// A run ended, after `took`.
+    Ended {
+        /// How it ended.
+        result: &'a Result<Outcome>,
+        /// How long it ran.
+        took: Duration,
+    },
+}
+
+/// Back up `lp` for the slot beginning now: run, and after a failure that a retry may fix,
+/// run again after `schedule.retry`'s backoff, never at or past the schedule's next run. A
+/// policy without a schedule has no slot, so it runs once. Returns the last run's outcome; a
+/// committed report lists the earlier failed runs.
+pub async fn backup_in_slot(
+    lp: &LoadedPolicy,
+    run: SlotRun<'_>,
+    on: &(dyn Fn(RunEvent<'_>) + Send + Sync),
+) -> Result<Outcome> {
+    let p = &lp.policy;
+    let slot_start = Utc::now();
+    let no_retry = crate::policy::RetrySpec {
+        attempts: 1,
+        ..Default::default()
+    };
+    let (spec, next_run) = match &p.schedule {
+        Some(s) => (&s.retry, s.next_after(slot_start)),
+        None => (&no_retry, None),
+    };
+    let mut earlier: Vec<FailedRun> = Vec::new();
+    let mut runs = 0;
+    loop {
+        runs += 1;
+        let permit = match run.gate {
+            Some(g) => Some(tokio::select! {
+                permit = g.acquire() => permit.expect("the gate is never closed"),
+                () = run.abort.cancelled() => return Err(cancelled_waiting(&p.name)),
+            }),
+            None => None,
+        };
+        let started_at = Utc::now();
+        on(RunEvent::Started(started_at));
+        let t0 = std::time::Instant::now();
+        let mut result = backup_until(lp, run.abort).await;
+        drop(permit);
+        if let Ok(Outcome::Committed(r)) = &mut result {
+            r.earlier_runs = std::mem::take(&mut earlier);
+        }
+        on(RunEvent::Ended {
+            result: &result,
+            took: t0.elapsed(),
+        });
+        let e = match result {
+            Err(e) => e,
+            ok => return ok,
+        };
+        let decision = crate::retry::after_failure(
+            spec,
+            run.retry,
+            runs,
+            e.is_retryable(),
+            Utc::now(),
+            next_run,
+            rand::random::<f64>(),
+        );
+        let delay = match decision {
+            crate::retry::Decision::Retry(d) => d,
+            crate::retry::Decision::GiveUp(why) => {
+                if runs > 1 || !matches!(why, crate::retry::GiveUp::Disabled) {
+                    warn!(policy = %p.name, runs, "Not retrying this slot: {why}");
+                }
+                return Err(e);
+            }
+        };
+        warn!(
+            policy = %p.name,
+            run = runs,
+            of = spec.attempts,
+            retry_in_s = delay.as_secs_f64(),
+            error = %e.chain(),
+            "Backup run failed; retrying in the same slot"
+        );
+        earlier.push(FailedRun {
+            started_at,
+            kind: e.kind(),
+            error: e.chain(),
+        });
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = run.stop.cancelled() => return Err(e),
+            () = run.abort.cancelled() => return Err(e),
+        }
+    }
+}
+
+fn cancelled_waiting(policy: &str) -> Error {
+    Error::new(
+        Kind::Cancelled,
+        format!("policy {policy}: stopped by a signal before the run started; nothing was written"),
+    )
 }
 
 /// Try the candidates in order until one gives a committed backup: its manifest, and the
 /// attempts that failed before it.
+#[allow(clippy::too_many_arguments)]
 async fn attempts(
     lp: &LoadedPolicy,
     id: &BackupId,
     started_at: DateTime<Utc>,
-    probes: &[crate::etcd::Probe],
+    probes: &[Probe],
     candidates: &[usize],
+    space: &RunSpace,
+    alarms: &[AlarmSeen],
     cancel: &CancellationToken,
 ) -> Result<(Landed, Vec<String>)> {
     let p = &lp.policy;
@@ -212,7 +463,11 @@ async fn attempts(
         if cancel.is_cancelled() {
             return Err(cancelled(&p.name));
         }
-        match attempt(lp, id, started_at, &probe.endpoint, status, cancel).await {
+        let member = Member {
+            endpoint: &probe.endpoint,
+            status,
+        };
+        match attempt(lp, id, started_at, &member, space, alarms, cancel).await {
             Ok(landed) => return Ok((landed, failed)),
             Err(AttemptError::Member { message, integrity }) => {
                 warn!(endpoint = %probe.endpoint, error = %message, "Snapshot attempt failed; cleaned up");
@@ -251,21 +506,26 @@ fn create_spool(path: &Path) -> Result<File> {
     })
 }
 
+/// The member an attempt snapshots.
+struct Member<'a> {
+    endpoint: &'a str,
+    status: &'a MemberStatus,
+}
+
 async fn attempt(
     lp: &LoadedPolicy,
     id: &BackupId,
     started_at: DateTime<Utc>,
-    endpoint: &str,
-    status: &MemberStatus,
+    member: &Member<'_>,
+    space: &RunSpace,
+    alarms: &[AlarmSeen],
     cancel: &CancellationToken,
 ) -> Result<Landed, AttemptError> {
     let p = &lp.policy;
+    let (endpoint, status) = (member.endpoint, member.status);
     let mut stages = Stages::new();
     let mut t = std::time::Instant::now();
-    let spool_path = p
-        .snapshot
-        .spool_dir
-        .join(format!("{}-{id}.db.part", p.name));
+    let spool_path = space.path("db.part");
     let spool = create_spool(&spool_path).map_err(AttemptError::Fatal)?;
     let _guard = super::RemoveOnDrop::new(spool_path.clone());
     let spooled = spool_path.clone();
@@ -389,6 +649,7 @@ async fn attempt(
         },
         stored: stored_object(lp, &data_key, &sealed),
         checks: checked.checks,
+        alarms: alarms.to_vec(),
         lifeboat_version: env!("CARGO_PKG_VERSION").into(),
     };
     stages.push(("verify", t.elapsed()));
@@ -740,6 +1001,7 @@ pub async fn backup_from_file(
     let p = &lp.policy;
     let started_at = Utc::now();
     let id = BackupId::new(started_at, rand::random::<u32>());
+    let (space, leftovers) = RunSpace::open(&p.snapshot.spool_dir, &p.name, &id)?;
     let size = std::fs::metadata(file)
         .map_err(|e| Error::new(Kind::Io, format!("cannot read {}: {e}", file.display())))?
         .len();
@@ -837,6 +1099,7 @@ pub async fn backup_from_file(
         },
         stored: stored_object(lp, &data_key, &sealed),
         checks,
+        alarms: Vec::new(),
         lifeboat_version: env!("CARGO_PKG_VERSION").into(),
     };
     let destinations = commit(&lp.destinations, &landed, &manifest, &mut skipped)
@@ -848,7 +1111,8 @@ pub async fn backup_from_file(
         destinations,
         skipped,
     };
-    Ok(committed(lp, landed, Vec::new()).await)
+    drop(space);
+    Ok(committed(lp, landed, Vec::new(), leftovers).await)
 }
 
 fn fatal(e: AttemptError) -> Error {

@@ -6,8 +6,9 @@ use super::LoadedPolicy;
 use super::drill::{DrillOutcome, drill};
 use super::fetch::{Identities, fetch_to};
 use super::list::{Orphan, list};
+use super::spool::{Leftover, RunSpace};
 use super::verify::prove;
-use crate::model::Manifest;
+use crate::model::{BackupId, Manifest};
 use rand::Rng;
 use rand::seq::index;
 use std::path::PathBuf;
@@ -89,6 +90,8 @@ pub struct CheckReport {
     pub orphans: Vec<Orphan>,
     /// The drill, when asked for: `Err` says why it failed or could not run.
     pub drill: Option<Result<DrillOutcome, String>>,
+    /// Leftovers of dead runs of this policy removed from the spool directory first.
+    pub leftovers: Vec<Leftover>,
 }
 
 impl CheckReport {
@@ -109,10 +112,15 @@ pub struct CheckOptions {
 pub async fn check(lp: &LoadedPolicy, identities: &Identities, opts: &CheckOptions) -> CheckReport {
     let listed = list(lp).await;
     let chosen = sample_indices(listed.backups.len(), opts.sample, &mut rand::rng());
-    let spool = &lp.policy.snapshot.spool_dir;
     let mut copies = Vec::new();
     let mut drill_result = None;
-    let spool_ready = super::ensure_private_dir(spool);
+    // One workspace for every copy and the drill; claiming it sweeps dead runs' leftovers.
+    let run = BackupId::new(chrono::Utc::now(), rand::random::<u32>());
+    let space = RunSpace::open(&lp.policy.snapshot.spool_dir, &lp.policy.name, &run);
+    let (spool_ready, leftovers) = match space {
+        Ok((space, leftovers)) => (Ok(space), leftovers),
+        Err(e) => (Err(e), Vec::new()),
+    };
     for &i in &chosen {
         let b = &listed.backups[i];
         for d in lp
@@ -121,15 +129,14 @@ pub async fn check(lp: &LoadedPolicy, identities: &Identities, opts: &CheckOptio
             .filter(|d| b.destinations.contains(&d.name))
         {
             let started = Instant::now();
-            let path = spool.join(format!(
-                "{}-{}-{}.check.part",
-                lp.policy.name, b.manifest.id, d.name
-            ));
             let fetched = match &spool_ready {
                 Err(e) => Err(e.to_string()),
-                Ok(()) => fetch_to(b.manifest.clone(), d, identities, path)
-                    .await
-                    .map_err(|e| e.to_string()),
+                Ok(space) => {
+                    let path = space.path(&format!("check-{}-{}.part", b.manifest.id, d.name));
+                    fetch_to(b.manifest.clone(), d, identities, path)
+                        .await
+                        .map_err(|e| e.to_string())
+                }
             };
             let proved = match &fetched {
                 Ok(f) => prove(f).await.map_err(|e| e.to_string()),
@@ -151,9 +158,10 @@ pub async fn check(lp: &LoadedPolicy, identities: &Identities, opts: &CheckOptio
             // The drill uses the newest backup's first good copy, while it is still fetched.
             if i == 0
                 && drill_result.is_none()
-                && let (Some(etcd), Ok(f), Ok(r)) = (&opts.drill_etcd, &fetched, &proved)
+                && let (Some(etcd), Ok(f), Ok(r), Ok(space)) =
+                    (&opts.drill_etcd, &fetched, &proved, &spool_ready)
             {
-                drill_result = Some(drill(f, r, spool, etcd).await);
+                drill_result = Some(drill(f, r, space, etcd).await);
             }
             copies.push(CheckedCopy {
                 manifest: b.manifest.clone(),
@@ -179,6 +187,7 @@ pub async fn check(lp: &LoadedPolicy, identities: &Identities, opts: &CheckOptio
         problems: listed.problems,
         orphans: listed.orphans,
         drill: drill_result,
+        leftovers,
     }
 }
 

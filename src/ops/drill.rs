@@ -5,6 +5,7 @@
 use super::etcdutl::RestoreTool;
 use super::fetch::Fetched;
 use super::inspect::{FileReport, Trailer};
+use super::spool::{DRILL_PID_FILE, RunSpace};
 use crate::runbook::RestoreParams;
 use etcd_client::{Client, GetOptions};
 use std::net::TcpListener;
@@ -36,18 +37,17 @@ fn loopback_port() -> Result<u16, String> {
         .map_err(|e| format!("cannot find a free loopback port: {e}"))
 }
 
-/// Run the drill on `fetched` (already proved: `report`), working under `spool`.
+/// Run the drill on `fetched` (already proved: `report`), working in the run's workspace.
 pub async fn drill(
     fetched: &Fetched,
     report: &FileReport,
-    spool: &Path,
+    space: &RunSpace,
     etcd: &Path,
 ) -> Result<DrillOutcome, String> {
     let started = Instant::now();
     let m = &fetched.manifest;
     let tool = RestoreTool::find().map_err(|e| e.to_string())?;
-    let work = spool.join(format!("{}-{}.drill", m.policy, m.id));
-    let _ = std::fs::remove_dir_all(&work);
+    let work = space.path(&format!("drill-{}", m.id));
     std::fs::create_dir(&work).map_err(|e| format!("cannot create {}: {e}", work.display()))?;
     let _guard = super::RemoveOnDrop::new(work.clone());
     let (client_port, peer_port) = (loopback_port()?, loopback_port()?);
@@ -93,6 +93,10 @@ pub async fn drill(
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", etcd.display()))?;
+    // If this run dies, the next run of the policy stops this etcd (see ops::spool).
+    if let Some(pid) = child.id() {
+        let _ = std::fs::write(work.join(DRILL_PID_FILE), pid.to_string());
+    }
     let seen = observe(&client_url).await;
     let _ = child.kill().await;
     let (revision, keys) = seen.map_err(|e| {

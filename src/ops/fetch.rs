@@ -26,6 +26,8 @@ pub struct Fetched {
     pub destination: String,
     /// SHA-256 of the database image, computed while fetching.
     pub image_sha256: [u8; 32],
+    /// The workspace the file lives in, held as long as the file (dropped after it).
+    space: Option<super::spool::RunSpace>,
 }
 
 impl Fetched {
@@ -175,10 +177,13 @@ pub async fn fetch(lp: &LoadedPolicy, id: &str, identity_files: &[PathBuf]) -> R
     let (manifest, dest) = find_manifest(lp, &id).await?;
     let identities: Identities = Arc::new(load_identities(identity_files)?);
     require_identities(&manifest, &identities)?;
-    let dir = &lp.policy.snapshot.spool_dir;
-    super::ensure_private_dir(dir)?;
-    let path = dir.join(format!("{}-{id}.fetch.part", lp.policy.name));
-    fetch_to(manifest, dest, &identities, path).await
+    let run = BackupId::new(chrono::Utc::now(), rand::random::<u32>());
+    let (space, _) =
+        super::spool::RunSpace::open(&lp.policy.snapshot.spool_dir, &lp.policy.name, &run)?;
+    let path = space.path("fetch.part");
+    let mut fetched = fetch_to(manifest, dest, &identities, path).await?;
+    fetched.space = Some(space);
+    Ok(fetched)
 }
 
 /// Stream the data object of `manifest` from `dest` through age and zstd into a new private
@@ -190,7 +195,37 @@ pub async fn fetch_to(
     identities: &Identities,
     path: PathBuf,
 ) -> Result<Fetched> {
-    require_identities(&manifest, identities)?;
+    let file = super::create_private_file(&path).map_err(|e| {
+        Error::new(
+            Kind::Io,
+            format!(
+                "cannot create {}: {e}; the directory must be writable and have room for one \
+                 snapshot",
+                path.display()
+            ),
+        )
+    })?;
+    fetch_into(manifest, dest, identities, path, file).await
+}
+
+/// [`fetch_to`] into `file`, already created (empty, private) at `path` by the caller; the
+/// file is removed on any error.
+pub async fn fetch_into(
+    manifest: Manifest,
+    dest: &Destination,
+    identities: &Identities,
+    path: PathBuf,
+    mut file: std::fs::File,
+) -> Result<Fetched> {
+    let mut fetched = Fetched {
+        path,
+        manifest,
+        destination: dest.name.clone(),
+        image_sha256: [0; 32], // set once the download is verified
+        space: None,
+    };
+    let manifest = &fetched.manifest;
+    require_identities(manifest, identities)?;
     let id = manifest.id.clone();
     let own_key = model::data_key(&manifest.policy, &id, manifest.stored.encryption.is_some());
     if manifest.stored.key != own_key {
@@ -211,22 +246,6 @@ pub async fn fetch_to(
         Arc::clone(identities)
     } else {
         Arc::new(Vec::new())
-    };
-    let mut file = super::create_private_file(&path).map_err(|e| {
-        Error::new(
-            Kind::Io,
-            format!(
-                "cannot create {}: {e}; the directory must be writable and have room for one \
-                 snapshot",
-                path.display()
-            ),
-        )
-    })?;
-    let mut fetched = Fetched {
-        path,
-        manifest,
-        destination: dest.name.clone(),
-        image_sha256: [0; 32], // set once the download is verified
     };
     let m = &fetched.manifest;
     let key = &m.stored.key;

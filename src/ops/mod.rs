@@ -13,9 +13,10 @@ pub mod load;
 pub mod lock;
 pub mod prune;
 pub mod restore;
+pub mod spool;
 pub mod verify;
 
-pub use backup::{BackupReport, Outcome, backup_until};
+pub use backup::{BackupReport, Outcome, RunEvent, SlotRun, backup_in_slot, backup_until};
 pub use list::{ListReport, ListedBackup, list};
 pub use load::{LoadedPolicy, load_policy};
 

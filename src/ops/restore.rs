@@ -4,9 +4,10 @@
 //! `OUTPUT` unless every check passed, and an existing `OUTPUT` is only replaced with `force`.
 
 use super::LoadedPolicy;
-use super::fetch::{Identities, fetch_to, read_manifest};
+use super::fetch::{Identities, fetch_into, read_manifest};
 use super::inspect::{FileReport, Hashing, Trailer, inspect_file};
 use super::list::{ListedBackup, list};
+use super::spool::Leftover;
 use super::verify::prove;
 use super::{RemoveOnDrop, io_err};
 use crate::error::{Error, Kind, Result};
@@ -269,15 +270,66 @@ impl Output {
         Ok(())
     }
 
-    /// Create `OUTPUT.part`, replacing one left by an interrupted restore.
-    fn create_part(&self) -> Result<PathBuf> {
+    /// Remove an `OUTPUT.part` that a restore which is gone left behind (killed, or the
+    /// machine lost power), and say what it was; refuse one a live restore is still writing
+    /// (it holds the file's lock).
+    fn clear_stale_part(&self) -> Result<Option<Leftover>> {
         let part = self.part();
-        if part.exists() {
-            warn!(path = %part.display(), "Removing a partial file left by an earlier restore");
-            std::fs::remove_file(&part)
-                .map_err(|e| io_err(&part, "cannot remove the stale partial file", e))?;
+        let f = match std::fs::File::options().read(true).write(true).open(&part) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io_err(&part, "cannot open the partial file", e)),
+        };
+        match f.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(Error::new(
+                    Kind::Usage,
+                    format!(
+                        "another restore is writing {} right now; wait for it to finish or \
+                         choose another --output",
+                        part.display()
+                    ),
+                ));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(io_err(&part, "cannot lock the partial file", e));
+            }
         }
-        Ok(part)
+        let bytes = f.metadata().map(|m| m.len()).unwrap_or(0);
+        std::fs::remove_file(&part)
+            .map_err(|e| io_err(&part, "cannot remove the stale partial file", e))?;
+        warn!(path = %part.display(), bytes, "Replaced a partial file left by an interrupted restore");
+        Ok(Some(Leftover {
+            path: part,
+            bytes,
+            what: "partial file of an interrupted restore",
+        }))
+    }
+
+    /// Create `OUTPUT.part` (0600, never over an existing file) and lock it for as long as the
+    /// returned lock lives; the other handle is for writing.
+    fn create_part(&self) -> Result<(PathBuf, std::fs::File, std::fs::File)> {
+        let part = self.part();
+        let file = super::create_private_file(&part).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                Error::new(
+                    Kind::Usage,
+                    format!(
+                        "{} appeared while this restore started: another restore to the same \
+                         output is running; choose another --output",
+                        part.display()
+                    ),
+                )
+            } else {
+                io_err(&part, "cannot create", e)
+            }
+        })?;
+        let lock = file
+            .try_clone()
+            .and_then(|l| l.try_lock().map_err(Into::into).map(|()| l))
+            .map_err(|e| io_err(&part, "cannot lock", e))?;
+        Ok((part, file, lock))
     }
 }
 
@@ -298,6 +350,8 @@ pub struct Staged {
     pub manifest: Option<Manifest>,
     /// The destination it was read from.
     pub destination: Option<String>,
+    /// An `OUTPUT.part` left by an interrupted restore, replaced by this one.
+    pub replaced_part: Option<Leftover>,
 }
 
 impl Staged {
@@ -312,6 +366,7 @@ impl Staged {
             },
             manifest,
             destination,
+            replaced_part: None,
         }
     }
 
@@ -354,6 +409,7 @@ impl Staged {
 /// with its own manifest.
 pub async fn stage_backup(src: Source, identities: &Identities, out: &Output) -> Result<Staged> {
     out.preflight()?;
+    let replaced = out.clear_stale_part()?;
     let id = src.manifest.id.clone();
     let mut failures = Vec::new();
     for (i, d) in src.destinations.iter().enumerate() {
@@ -376,7 +432,10 @@ pub async fn stage_backup(src: Source, identities: &Identities, out: &Output) ->
             Err(e) => Err(e),
         };
         match staged {
-            Ok(s) => return Ok(s),
+            Ok(mut s) => {
+                s.replaced_part = replaced;
+                return Ok(s);
+            }
             // Nothing another copy could change: a key, a local path, an answer.
             Err(e) if matches!(e.kind(), Kind::Crypto | Kind::Io | Kind::Usage) => return Err(e),
             Err(e) => {
@@ -411,9 +470,9 @@ async fn stage_one(
     identities: &Identities,
     out: &Output,
 ) -> Result<Staged> {
-    let part = out.create_part()?;
+    let (part, file, _lock) = out.create_part()?;
     info!(backup = %manifest.id, destination = %d.name, output = %out.path.display(), "Staging backup");
-    let fetched = fetch_to(manifest, d, identities, part).await?;
+    let fetched = fetch_into(manifest, d, identities, part, file).await?;
     let report = prove(&fetched).await?;
     let source = Some((fetched.manifest.clone(), fetched.destination.clone()));
     publish(RemoveOnDrop::new(fetched.keep()), out)?;
@@ -450,13 +509,12 @@ pub async fn stage_file(file: &Path, skip_hash_check: bool, out: &Output) -> Res
             format!("--output {} is the input file itself", out.path.display()),
         ));
     }
-    let part = out.create_part()?;
+    let replaced = out.clear_stale_part()?;
+    let (part, mut to, _lock) = out.create_part()?;
     let guard = RemoveOnDrop::new(part.clone());
     let src = file.to_owned();
     let report = tokio::task::spawn_blocking(move || -> Result<FileReport> {
         let mut from = std::fs::File::open(&src).map_err(|e| io_err(&src, "cannot open", e))?;
-        let mut to =
-            super::create_private_file(&part).map_err(|e| io_err(&part, "cannot create", e))?;
         std::io::copy(&mut from, &mut to)
             .and_then(|_| to.sync_all())
             .map_err(|e| io_err(&part, "copying the snapshot to", e))?;
@@ -478,7 +536,9 @@ pub async fn stage_file(file: &Path, skip_hash_check: bool, out: &Output) -> Res
         ));
     }
     publish(guard, out)?;
-    Ok(Staged::at(out, report, None))
+    let mut staged = Staged::at(out, report, None);
+    staged.replaced_part = replaced;
+    Ok(staged)
 }
 
 /// Move the verified `.part` into place: atomically, never over an existing file unless

@@ -144,21 +144,40 @@ async fn count_check(
         .with_range(vec![0u8])
         .with_count_only()
         .with_revision(revision);
-    let resp = match tokio::time::timeout(timeout, client.get(vec![0u8], Some(opts))).await {
-        Err(_) => {
-            return Ok(skipped(format!(
-                "the count-only range did not answer within {timeout:?}"
-            )));
+    // The range is linearizable: right after a leader change it fails or waits until the
+    // election is over, so transient errors are retried until the timeout.
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last = String::new();
+    let resp = loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left, client.get(vec![0u8], Some(opts.clone()))).await {
+            Err(_) => {
+                return Ok(skipped(format!(
+                    "the count-only range did not answer within {timeout:?}{}",
+                    if last.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (last error: {last})")
+                    }
+                )));
+            }
+            Ok(Err(e)) => {
+                let msg = describe_etcd_error(&e);
+                if msg.contains("compacted") {
+                    return Ok(skipped(format!(
+                        "revision {revision} is already compacted on the cluster"
+                    )));
+                }
+                if tokio::time::Instant::now() + Duration::from_millis(200) >= deadline {
+                    return Ok(skipped(format!(
+                        "the count-only range at revision {revision} failed: {msg}"
+                    )));
+                }
+                last = msg;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Ok(Ok(r)) => break r,
         }
-        Ok(Err(e)) => {
-            let msg = describe_etcd_error(&e);
-            return Ok(skipped(if msg.contains("compacted") {
-                format!("revision {revision} is already compacted on the cluster")
-            } else {
-                format!("the count-only range at revision {revision} failed: {msg}")
-            }));
-        }
-        Ok(Ok(r)) => r,
     };
     let count = u64::try_from(resp.count()).unwrap_or(0);
     if count != live {

@@ -139,6 +139,16 @@ impl EtcdCluster {
 
     /// Start `n` members of release `dist`.
     pub fn start_dist(n: usize, tls: Option<&TlsFiles>, dist: &EtcdDist) -> Self {
+        Self::start_custom(n, tls, dist, |_| Vec::new())
+    }
+
+    /// Start `n` members of release `dist`, member `i` with the extra flags `extra(i)`.
+    pub fn start_custom(
+        n: usize,
+        tls: Option<&TlsFiles>,
+        dist: &EtcdDist,
+        extra: impl Fn(usize) -> Vec<String>,
+    ) -> Self {
         let scheme = if tls.is_some() { "https" } else { "http" };
         let dir = tempfile::Builder::new()
             .prefix("lifeboat-etcd-")
@@ -165,6 +175,7 @@ impl EtcdCluster {
                     .arg(&t.server_key);
             }
             let child = cmd
+                .args(extra(i))
                 .args([
                     "--name",
                     &format!("m{i}"),
@@ -314,6 +325,52 @@ impl EtcdCluster {
                 .args(["-TERM", &c.id().to_string()])
                 .status();
             let _ = c.wait();
+        }
+    }
+
+    /// Send `sig` (`STOP`, `CONT`, `KILL`, ...) to member `i`, which must be running.
+    pub fn signal(&self, i: usize, sig: &str) {
+        let pid = self.members[i].child.as_ref().expect("member running").id();
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &pid.to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig} {pid}");
+    }
+
+    /// Index of the member the running members agree is the leader.
+    pub fn leader(&self) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            for (i, m) in self.members.iter().enumerate() {
+                if m.child.is_none() {
+                    continue;
+                }
+                let o = Command::new(&self.etcdctl)
+                    .env("ETCDCTL_API", "3")
+                    .args([
+                        "--endpoints",
+                        &m.client_url,
+                        "endpoint",
+                        "status",
+                        "-w",
+                        "json",
+                    ])
+                    .output()
+                    .unwrap();
+                let Ok(v) = serde_json::from_slice::<serde_json::Value>(&o.stdout) else {
+                    continue;
+                };
+                let st = &v[0]["Status"];
+                if st["leader"].as_u64().is_some_and(|l| l != 0)
+                    && st["leader"] == st["header"]["member_id"]
+                {
+                    return i;
+                }
+            }
+            assert!(Instant::now() < deadline, "no leader");
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
@@ -614,7 +671,7 @@ pub fn write_policy(
         &path,
         format!(
             "apiVersion: lifeboat/v1\nkind: BackupPolicy\nmetadata: {{name: {name}}}\nspec:\n  \
-             cluster: {{endpoints: [{}], selection: {{statusTimeout: 2s}}}}\n  snapshot: {{spoolDir: \
+             cluster: {{endpoints: [{}], selection: {{statusTimeout: 2s, waitForLeader: 1s}}}}\n  snapshot: {{spoolDir: \
              {}}}\n  encryption: {{recipients: [\"{recipient}\"]}}\n  destinations:\n    - \
              {destination}\n",
             eps.join(", "),
@@ -640,4 +697,292 @@ pub fn restore_json(policy: &Path, identity: &Path, out: &Path) -> serde_json::V
     ]);
     assert!(o.status.success(), "restore: {}", stderr(&o));
     serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// A moto S3 server of a test's own on loopback (for tests that kill it), stopped on drop.
+pub struct Moto {
+    child: Option<Child>,
+    pub port: u16,
+}
+
+impl Moto {
+    /// Start one on `port` (0: a free one) and wait until it answers.
+    pub fn start(port: u16) -> Self {
+        let bin = std::env::var("LIFEBOAT_TEST_MOTO").expect(
+            "LIFEBOAT_TEST_MOTO is not set: run the tests with scripts/test.sh (it finds \
+             moto_server)",
+        );
+        let port = if port == 0 { free_port() } else { port };
+        let child = Command::new(bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while http_get(port, "/").is_none() {
+            assert!(Instant::now() < deadline, "moto did not start on {port}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Moto {
+            child: Some(child),
+            port,
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A lifeboat process with JSON logs on stderr, read as they come.
+pub struct Running {
+    pub child: Child,
+    logs: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Start `lifeboat --log-format json ARGS`.
+    pub fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+            .args(["--log-format", "json"])
+            .args(args)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1")
+            .env("LIFEBOAT_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = logs.clone();
+        let stderr = child.stderr.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                // lifeboat's JSON log lines are flat: message and fields at the top level.
+                let v = serde_json::from_str(&line)
+                    .unwrap_or_else(|_| serde_json::json!({"message": line}));
+                sink.lock().unwrap().push(v);
+            }
+        });
+        Running {
+            child,
+            logs,
+            reader: Some(reader),
+        }
+    }
+
+    /// Wait for a log line whose message contains `needle`; returns the line.
+    pub fn wait_log(&self, needle: &str, limit: Duration) -> serde_json::Value {
+        let t0 = Instant::now();
+        loop {
+            if let Some(v) = self
+                .logs
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|v| v["message"].as_str().is_some_and(|m| m.contains(needle)))
+            {
+                return v.clone();
+            }
+            assert!(
+                t0.elapsed() < limit,
+                "no log line {needle:?} within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Wait for the exit: (exit code, stdout, every log line's text).
+    pub fn finish(mut self) -> (Option<i32>, String, String) {
+        let mut out = String::new();
+        self.child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        let status = self.child.wait().unwrap();
+        if let Some(r) = self.reader.take() {
+            r.join().unwrap();
+        }
+        let logs = self
+            .logs
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+            .join("\n");
+        (status.code(), out, logs)
+    }
+
+    /// SIGKILL it, as an OOM kill or power loss would end it.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Put `n` keys `/big/NNNN` of `len` random (incompressible) bytes: zstd level 19 on one thread
+/// then makes a backup take seconds.
+pub async fn load_random(cluster: &EtcdCluster, n: usize, len: usize) {
+    let mut c = etcd_client::Client::connect(cluster.endpoints(), None)
+        .await
+        .unwrap();
+    for i in 0..n {
+        let mut v = vec![0u8; len];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut v);
+        c.put(format!("/big/{i:04}"), v, None).await.unwrap();
+    }
+}
+
+/// Every key and value at `rev` (0: now).
+pub async fn all_kvs(
+    endpoints: &[String],
+    rev: i64,
+) -> std::collections::BTreeMap<Vec<u8>, Vec<u8>> {
+    let mut c = etcd_client::Client::connect(endpoints, None).await.unwrap();
+    let mut opts = etcd_client::GetOptions::new().with_range(vec![0u8]);
+    if rev > 0 {
+        opts = opts.with_revision(rev);
+    }
+    let r = c.get(vec![0u8], Some(opts)).await.unwrap();
+    r.kvs()
+        .iter()
+        .map(|kv| (kv.key().to_vec(), kv.value().to_vec()))
+        .collect()
+}
+
+/// Restore the staged snapshot with etcdctl (3.4) into a new data dir; returns (dir, peer URL).
+pub fn etcdctl_restore(snapshot: &Path, dir: &Path, extra: &[&str]) -> (PathBuf, String) {
+    let data = dir.join(format!("restored-{}", free_port()));
+    let peer = format!("http://127.0.0.1:{}", free_port());
+    let o = Command::new(etcdctl_bin())
+        .env("ETCDCTL_API", "3")
+        .args(["snapshot", "restore", snapshot.to_str().unwrap()])
+        .args(["--name", "r1", "--data-dir", data.to_str().unwrap()])
+        .args(["--initial-cluster", &format!("r1={peer}")])
+        .args(["--initial-advertise-peer-urls", &peer])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "etcdctl snapshot restore: {}",
+        stderr(&o)
+    );
+    (data, peer)
+}
+
+/// A `lifeboat daemon` process serving /metrics on a loopback port.
+pub struct Daemon {
+    pub child: Child,
+    pub port: u16,
+}
+
+impl Daemon {
+    pub fn start(policy: &Path, extra: &[&str]) -> Self {
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_lifeboat"))
+            .args(["daemon", "--policy", policy.to_str().unwrap()])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(extra)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("LIFEBOAT_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let d = Daemon { child, port };
+        wait_for("the daemon to listen", Duration::from_secs(20), || {
+            http_get(d.port, "/healthz").is_some()
+        });
+        d
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig}");
+    }
+
+    /// SIGTERM, then the exit code and how long it took.
+    pub fn stop(mut self) -> (Option<i32>, Duration) {
+        let t0 = Instant::now();
+        self.signal("TERM");
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return (s.code(), t0.elapsed());
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "daemon did not exit"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let (code, body) = http_get(self.port, "/metrics")?;
+        assert_eq!(code, 200);
+        let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned())))
+            .expect("/metrics parses as Prometheus text format");
+        scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => f64::NAN,
+            })
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !ok() {
+        assert!(t0.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
