@@ -51,15 +51,7 @@ const SLOW: &str = "  compression: {level: 19, threads: 1}\n";
 
 /// Every object key under `etcd/` in `bucket` on `endpoint`.
 async fn s3_keys_at(endpoint: &str, bucket: &str) -> Vec<String> {
-    object_store::aws::AmazonS3Builder::new()
-        .with_endpoint(endpoint)
-        .with_allow_http(true)
-        .with_bucket_name(bucket)
-        .with_region("us-east-1")
-        .with_access_key_id("test")
-        .with_secret_access_key("test")
-        .build()
-        .unwrap()
+    s3_store_at(endpoint, bucket)
         .list(Some(&"etcd".into()))
         .map_ok(|m| m.location.to_string())
         .try_collect()
@@ -123,50 +115,21 @@ fn restores_as_recorded(policy: &Path, identity: &Path, dir: &Path, manifest: &s
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_member_killed_while_it_streams_hands_over_to_another() {
+/// What to do to the member that is streaming, once it is mid-stream, and after the run.
+enum MemberFault {
+    Kill,
+    Freeze,
+}
+
+/// A slow backup of a 3-member cluster to S3 and a local directory; `fault` hits the member it
+/// streams from mid-stream. The run must commit from another member, at both destinations,
+/// with nothing left in the spool, and restore as its manifest says. Returns the backup's JSON
+/// and the member hit.
+async fn fault_mid_stream(fault: MemberFault) -> (serde_json::Value, String) {
     let mut cluster = EtcdCluster::start(3);
     load_random(&cluster, 150, 100_000).await;
     let dir = tempfile::tempdir().unwrap();
-    let bucket = bucket_name("fault-kill");
-    create_bucket(&bucket);
-    let (id, rcpt) = age_key();
-    let key = write_identity(dir.path(), &id);
-    let policy = two_destinations(
-        dir.path(),
-        "p.yaml",
-        &cluster.endpoints(),
-        &s3_endpoint(),
-        &bucket,
-        &rcpt,
-        SLOW,
-    );
-    let run = Running::start(&["backup", "--policy", policy.to_str().unwrap(), "--json"]);
-    let first = run.wait_log("Snapshotting member", Duration::from_secs(30));
-    let victim_ep = first["endpoint"].as_str().unwrap().to_owned();
-    wait_mid_stream(dir.path(), 2 << 20, &[]);
-    cluster.stop(member_at(&cluster, &victim_ep));
-
-    let (code, out, logs) = run.finish();
-    assert_eq!(code, Some(0), "{logs}");
-    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_ne!(v["manifest"]["member"]["endpoint"], victim_ep.as_str());
-    let failed = v["failedAttempts"].to_string();
-    assert!(failed.contains(&victim_ep), "{failed}");
-    assert_eq!(v["destinations"], serde_json::json!(["s3", "local"]));
-    let keys = s3_keys(&bucket).await;
-    assert_eq!(keys.len(), 2, "one data object and its manifest: {keys:?}");
-    assert_eq!(files_under(&dir.path().join("local")).len(), 2);
-    assert!(files_under(&dir.path().join("spool")).is_empty());
-    restores_as_recorded(&policy, &key, dir.path(), &v["manifest"]);
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn a_frozen_member_stalls_and_another_serves() {
-    let cluster = EtcdCluster::start(3);
-    load_random(&cluster, 150, 100_000).await;
-    let dir = tempfile::tempdir().unwrap();
-    let bucket = bucket_name("fault-stop");
+    let bucket = bucket_name("fault-stream");
     create_bucket(&bucket);
     let (id, rcpt) = age_key();
     let key = write_identity(dir.path(), &id);
@@ -184,21 +147,41 @@ async fn a_frozen_member_stalls_and_another_serves() {
     let victim_ep = first["endpoint"].as_str().unwrap().to_owned();
     let victim = member_at(&cluster, &victim_ep);
     wait_mid_stream(dir.path(), 2 << 20, &[]);
-    cluster.signal(victim, "STOP");
-
+    match fault {
+        MemberFault::Kill => cluster.stop(victim),
+        MemberFault::Freeze => cluster.signal(victim, "STOP"),
+    }
     let (code, out, logs) = run.finish();
-    cluster.signal(victim, "CONT");
+    if let MemberFault::Freeze = fault {
+        cluster.signal(victim, "CONT");
+    }
     assert_eq!(code, Some(0), "{logs}");
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_ne!(v["manifest"]["member"]["endpoint"], victim_ep.as_str());
-    let failed = v["failedAttempts"].to_string();
-    assert!(
-        failed.contains(&victim_ep) && failed.contains("no data"),
-        "the stall timeout fired: {failed}"
-    );
-    assert_eq!(s3_keys(&bucket).await.len(), 2);
+    assert_eq!(v["destinations"], serde_json::json!(["s3", "local"]));
+    let keys = s3_keys(&bucket).await;
+    assert_eq!(keys.len(), 2, "one data object and its manifest: {keys:?}");
+    assert_eq!(files_under(&dir.path().join("local")).len(), 2);
     assert!(files_under(&dir.path().join("spool")).is_empty());
     restores_as_recorded(&policy, &key, dir.path(), &v["manifest"]);
+    (v, victim_ep)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_member_killed_while_it_streams_hands_over_to_another() {
+    let (v, victim) = fault_mid_stream(MemberFault::Kill).await;
+    let failed = v["failedAttempts"].to_string();
+    assert!(failed.contains(&victim), "{failed}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_frozen_member_stalls_and_another_serves() {
+    let (v, victim) = fault_mid_stream(MemberFault::Freeze).await;
+    let failed = v["failedAttempts"].to_string();
+    assert!(
+        failed.contains(&victim) && failed.contains("no data"),
+        "the stall timeout fired: {failed}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

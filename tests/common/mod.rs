@@ -449,8 +449,13 @@ pub fn create_bucket_at(ep: &str, name: &str) {
 
 /// An object_store client for a bucket on the test server.
 pub fn s3_store(bucket: &str) -> object_store::aws::AmazonS3 {
+    s3_store_at(&s3_endpoint(), bucket)
+}
+
+/// An object_store client for a bucket on the S3 server at `endpoint`.
+pub fn s3_store_at(endpoint: &str, bucket: &str) -> object_store::aws::AmazonS3 {
     object_store::aws::AmazonS3Builder::new()
-        .with_endpoint(s3_endpoint())
+        .with_endpoint(endpoint)
         .with_allow_http(true)
         .with_bucket_name(bucket)
         .with_region("us-east-1")
