@@ -3,8 +3,9 @@
 //! Layers, from pure to effectful (each may use only those above it):
 //!
 //! - [`model`], [`policy`]: pure types (ids, key layout, manifests, the YAML policy).
-//! - [`bbolt`], [`etcddb`], [`runbook`], [`retention`], [`retry`]: pure logic (reading
-//!   snapshots, recovery runbooks, retention plans, retries inside a slot).
+//! - [`bbolt`], [`etcddb`], [`runbook`], [`retention`], [`retry`], [`revlog`]: pure logic
+//!   (reading snapshots, recovery runbooks, retention plans, retries inside a slot, the revision
+//!   log's format, restore plans and window).
 //! - [`etcd`], [`pipeline`], [`store`]: the etcd client side, the byte pipeline (spool, zstd,
 //!   age), and object storage. They know nothing of each other.
 //! - [`ops`]: the operations (backup, list, ...) composing them; shared by CLI and daemon, they
@@ -34,6 +35,7 @@ pub mod policy;
 pub mod progress;
 pub mod retention;
 pub mod retry;
+pub mod revlog;
 pub mod runbook;
 pub mod store;
 pub mod telemetry;

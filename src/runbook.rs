@@ -104,6 +104,8 @@ pub struct RunbookInput {
     /// Node address for talosctl, when given.
     pub node: Option<String>,
     pub params: RestoreParams,
+    /// A point-in-time restore: the revision the log was replayed to.
+    pub replayed_to: Option<i64>,
 }
 
 /// One step: what to do, the commands, and what to look for.
@@ -443,6 +445,17 @@ impl RunbookInput {
                 ]
             }
         };
+        if let Some(r) = self.replayed_to {
+            warnings.push(format!(
+                "this snapshot is the cluster as of revision {r}, replayed from the revision log. \
+                 If the cluster being replaced went past revision {r}, clients (Kubernetes \
+                 controllers and watch caches above all) must not see revisions go backwards: \
+                 restore with --bump-revision 1000000000 --mark-compacted where the tool has \
+                 them (etcdutl 3.5.10+, etcdctl 3.4.27+; rerun with --bump-revision), and \
+                 expect everything written after revision {r} to be gone, including its effects \
+                 outside etcd"
+            ));
+        }
         Runbook {
             target: self.target,
             snapshot: self.snapshot.clone(),
@@ -469,6 +482,7 @@ mod tests {
             etcd_version: Some("3.6.4".into()),
             node: Some("10.0.0.2".into()),
             params: RestoreParams::default(),
+            replayed_to: None,
         }
     }
 

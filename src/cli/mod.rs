@@ -96,6 +96,20 @@ enum Command {
         #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
         grace: std::time::Duration,
     },
+    /// Stream the policy's revision log (spec.pitr) in the foreground until SIGTERM.
+    ///
+    /// Records every etcd revision between full backups in segments (one writer per policy
+    /// across hosts; the others stand by), so `restore --to-revision/--to-time` can reach any
+    /// point. The daemon runs the same streamer for every policy with spec.pitr.
+    Revlog {
+        /// Policy file.
+        #[arg(long)]
+        policy: PathBuf,
+        /// Write the streamer's metrics to this file every 15 seconds (node_exporter's textfile
+        /// collector).
+        #[arg(long, value_name = "PATH")]
+        metrics_textfile: Option<PathBuf>,
+    },
     /// List a policy's backups, newest first.
     List {
         /// Policy file.
@@ -286,6 +300,13 @@ async fn dispatch(cmd: Command) -> u8 {
             }
         }
         Command::List { policy, json } => list(&policy, json).await,
+        Command::Revlog {
+            policy,
+            metrics_textfile,
+        } => match revlog(&policy, metrics_textfile.as_deref()).await {
+            Ok(()) => 0,
+            Err(e) => fail(&e),
+        },
         Command::Inspect {
             file,
             stored,
@@ -566,6 +587,54 @@ async fn backup(a: BackupArgs<'_>) -> Result<(), Error> {
         None => {}
     }
     Ok(())
+}
+
+async fn revlog(policy: &std::path::Path, textfile: Option<&std::path::Path>) -> Result<(), Error> {
+    use std::sync::Arc;
+    let lp = Arc::new(ops::load_policy(policy)?);
+    let status = Arc::new(ops::revlog::RevlogStatus::default());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let on_signal = stop.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let (Ok(mut t), Ok(mut i)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            tokio::select! {
+                _ = t.recv() => {}
+                _ = i.recv() => {}
+            }
+            on_signal.cancel();
+        }
+    });
+    if let Some(path) = textfile {
+        let (status, stop, name, path) = (
+            status.clone(),
+            stop.clone(),
+            lp.policy.name.clone(),
+            path.to_owned(),
+        );
+        tokio::spawn(async move {
+            let metrics = crate::daemon::metrics::Metrics::new();
+            loop {
+                metrics.revlog(&name, &status);
+                if let Err(e) = metrics.write_textfile(&path) {
+                    eprintln!("warning: {}", e.chain());
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(std::time::Duration::from_secs(15)) => {}
+                    () = stop.cancelled() => return,
+                }
+            }
+        });
+    }
+    // The streamer is driven on a blocking thread: its futures are not provably `Send`
+    // (rust-lang/rust#102211), which tokio::spawn would need.
+    let handle = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || handle.block_on(ops::revlog::run(lp, status, stop)))
+        .await
+        .map_err(|e| Error::new(Kind::Internal, format!("revision log task failed: {e}")))?
 }
 
 async fn list(policy: &std::path::Path, json_out: bool) -> u8 {

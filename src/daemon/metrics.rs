@@ -26,6 +26,8 @@ pub struct Metrics {
     next_run: GaugeVec,
     policy_valid: IntGaugeVec,
     reload_errors: IntCounterVec,
+    revlog: IntGaugeVec,
+    revlog_f: GaugeVec,
 }
 
 fn ts(t: DateTime<Utc>) -> f64 {
@@ -154,8 +156,47 @@ impl Metrics {
                 "Policy files that failed to reload on SIGHUP.",
                 &["file"]
             ),
+            revlog: reg!(
+                IntGaugeVec,
+                "lifeboat_revlog",
+                "The revision log (spec.pitr), by what: writer (1 if this host holds the writer \
+                 lock), last_revision (last committed), lag_revisions (cluster revision minus \
+                 last committed), segments, stored_bytes, timelines, reconnects and \
+                 commit_failures (counts since start).",
+                &["policy", "what"]
+            ),
+            revlog_f: reg!(
+                GaugeVec,
+                "lifeboat_revlog_seconds",
+                "The revision log's times, by what: last_commit_timestamp (Unix time of the \
+                 last committed segment) and lag (age of the oldest revision not yet committed).",
+                &["policy", "what"]
+            ),
             registry,
         }
+    }
+
+    /// The revision log's state as of now.
+    pub fn revlog(&self, policy: &str, s: &crate::ops::revlog::RevlogStatus) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let set = |what: &str, v: i64| self.revlog.with_label_values(&[policy, what]).set(v);
+        set("writer", i64::from(s.writer.load(Relaxed)));
+        set("last_revision", s.committed_revision.load(Relaxed));
+        set("lag_revisions", s.lag_revisions());
+        set("segments", s.segments.load(Relaxed) as i64);
+        set("stored_bytes", s.stored_bytes.load(Relaxed) as i64);
+        set("timelines", s.timelines.load(Relaxed) as i64);
+        set("reconnects", s.reconnects.load(Relaxed) as i64);
+        set("commit_failures", s.commit_failures.load(Relaxed) as i64);
+        let at = s.committed_at_ms.load(Relaxed);
+        if at > 0 {
+            self.revlog_f
+                .with_label_values(&[policy, "last_commit_timestamp"])
+                .set(at as f64 / 1000.0);
+        }
+        self.revlog_f
+            .with_label_values(&[policy, "lag"])
+            .set(s.lag_seconds());
     }
 
     /// A run starts (the first of a slot or a retry).

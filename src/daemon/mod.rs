@@ -71,9 +71,44 @@ struct Runner {
     /// Set on SIGTERM: no new run starts.
     stopping: AtomicBool,
     tracker: TaskTracker,
+    /// The revision-log streamer of each policy with `spec.pitr`: its status and its stop.
+    streamers: Mutex<BTreeMap<String, (Arc<ops::revlog::RevlogStatus>, CancellationToken)>>,
 }
 
 impl Runner {
+    /// Start a revision-log streamer for every policy with `spec.pitr`, after stopping those
+    /// running (a reload may have changed them).
+    fn restart_streamers(self: &Arc<Self>) {
+        let mut streamers = self.streamers.lock().expect("streamers lock");
+        for (_, (_, stop)) in streamers.iter() {
+            stop.cancel();
+        }
+        streamers.clear();
+        for (name, st) in self.all() {
+            let lp = st.current();
+            if lp.policy.pitr.is_none() {
+                continue;
+            }
+            let status = Arc::new(ops::revlog::RevlogStatus::default());
+            let stop = self.stop.child_token();
+            streamers.insert(name.clone(), (status.clone(), stop.clone()));
+            let handle = tokio::runtime::Handle::current();
+            // Driven on its own thread like the runs (rust-lang/rust#102211).
+            self.tracker.spawn_blocking(move || {
+                if let Err(e) = handle.block_on(ops::revlog::run(lp, status, stop)) {
+                    error!(policy = %name, error = %e.chain(), "The revision log cannot run");
+                }
+            });
+        }
+    }
+
+    /// Copy the streamers' state into the metrics.
+    fn refresh_revlog_metrics(&self) {
+        for (name, (status, _)) in self.streamers.lock().expect("streamers lock").iter() {
+            self.metrics.revlog(name, status);
+        }
+    }
+
     /// Every policy, by name, as of now.
     fn all(&self) -> Vec<(String, Arc<PolicyState>)> {
         let policies = self.policies.read().expect("policies lock");
@@ -277,6 +312,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
         stop: CancellationToken::new(),
         stopping: AtomicBool::new(false),
         tracker: TaskTracker::new(),
+        streamers: Mutex::new(BTreeMap::new()),
     });
 
     let server_stop = CancellationToken::new();
@@ -302,6 +338,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
     let mut sched = JobScheduler::new().await.map_err(sched_err)?;
     let mut jobs = schedule_all(&runner, &sched).await?;
     sched.start().await.map_err(sched_err)?;
+    runner.restart_streamers();
     catch_up(&runner).await;
 
     loop {
@@ -315,6 +352,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
                     let _ = sched.remove(&id).await;
                 }
                 jobs = schedule_all(&runner, &sched).await?;
+                runner.restart_streamers();
             }
         }
     }
@@ -464,6 +502,7 @@ async fn serve(runner: Arc<Runner>, addr: SocketAddr, stop: CancellationToken) -
         move || {
             let r = r.clone();
             async move {
+                r.refresh_revlog_metrics();
                 (
                     [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
                     r.metrics.render(),

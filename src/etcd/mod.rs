@@ -49,7 +49,23 @@ impl Connection {
         endpoint: &str,
         request_timeout: Option<Duration>,
     ) -> Result<Client, etcd_client::Error> {
+        self.connect(endpoint, request_timeout, false).await
+    }
+
+    /// A client bound to one endpoint whose requests (a watch above all) fail with `no leader`
+    /// once the member loses its leader, instead of hanging on a partitioned member.
+    pub async fn leader_client(&self, endpoint: &str) -> Result<Client, etcd_client::Error> {
+        self.connect(endpoint, None, true).await
+    }
+
+    async fn connect(
+        &self,
+        endpoint: &str,
+        request_timeout: Option<Duration>,
+        require_leader: bool,
+    ) -> Result<Client, etcd_client::Error> {
         let mut opts = ConnectOptions::new()
+            .with_require_leader(require_leader)
             .with_connect_timeout(self.connect_timeout)
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(10));
         if let Some(t) = request_timeout {

@@ -37,6 +37,9 @@ pub struct Manifest {
     /// backup taken under NOSPACE.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub alarms: Vec<AlarmSeen>,
+    /// The revision-log timeline this backup anchors (`spec.pitr`), when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<BackupId>,
     /// Version of lifeboat that wrote the manifest.
     pub lifeboat_version: String,
 }
@@ -93,6 +96,11 @@ pub struct SnapshotInfo {
     /// The member's revision (status header) read just before the snapshot began.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub member_revision: Option<i64>,
+    /// The revision the data is at: the highest of the last write and the finished and
+    /// scheduled compactions (`revision` can be lower when the last write before a compaction
+    /// was a delete). A point-in-time restore replays from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effective_revision: Option<i64>,
     /// The member's raft index read just before the snapshot began.
     pub raft_index: u64,
     /// Size of the bbolt database image in bytes (excludes the trailer).
@@ -243,6 +251,7 @@ pub(crate) mod tests {
                 has_trailer: true,
                 sha256: "00".repeat(32),
                 member_revision: Some(300),
+                effective_revision: Some(301),
                 status: Some(DbStatus {
                     hash: 0x3643b8c3,
                     revision: 301,
@@ -272,6 +281,7 @@ pub(crate) mod tests {
                 detail: "revision 301 is compacted".into(),
             }],
             alarms: vec![],
+            timeline: None,
             lifeboat_version: "0.1.0".into(),
         }
     }

@@ -6,6 +6,10 @@
 use super::LoadedPolicy;
 use super::lock::Claim;
 use super::prune::{PruneOptions, PruneReport};
+use super::ship::{
+    Fanned, Shipping, Skipped, abort_all, commit, complete_uploads, remove_quietly, ship_file,
+    start_uploads, stored_object, upload_error,
+};
 use super::spool::{Leftover, RunSpace};
 use super::verify::verify_snapshot;
 use crate::error::{Error, Kind, Result};
@@ -14,18 +18,14 @@ use crate::etcd::snapshot::{Limits, StreamError, StreamFault, Verified, stream_s
 use crate::etcd::{MemberStatus, Probe, describe_etcd_error, probe_all, select};
 use crate::etcddb::TRAILER_LEN;
 use crate::model::{
-    self, AlarmSeen, BackupId, Compression, Encryption, MANIFEST_FORMAT_VERSION, Manifest,
-    MemberInfo, SnapshotInfo, SnapshotSource, StoredObject,
+    self, AlarmSeen, BackupId, MANIFEST_FORMAT_VERSION, Manifest, MemberInfo, SnapshotInfo,
+    SnapshotSource,
 };
-use crate::pipeline::{SealConfig, SealError, SealOutput, seal};
-use crate::store::{Destination, PARTS_IN_FLIGHT, describe_store_error};
-use bytes::Bytes;
+use crate::pipeline::{SealError, SealOutput};
 use chrono::{DateTime, Utc};
-use object_store::WriteMultipart;
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -542,7 +542,9 @@ async fn attempt(
     let encrypted = !lp.recipients.is_empty();
     let data_key = model::data_key(&p.name, id, encrypted);
     let mut skipped = Skipped::new();
-    let uploads = start_uploads(&lp.destinations, &data_key, &mut skipped).await?;
+    let uploads = start_uploads(&lp.destinations, &data_key, &mut skipped)
+        .await
+        .map_err(AttemptError::Fatal)?;
     let (plain_tx, shipping) = Shipping::start(lp, uploads, Some((spool_path, spool)));
 
     let limits = Limits {
@@ -608,7 +610,7 @@ async fn attempt(
                 .max(Duration::from_secs(10)),
         )
     );
-    let landed = completed?;
+    let landed = completed.map_err(AttemptError::Fatal)?;
     let checked = match checked {
         Ok(c) => c,
         Err(why) => {
@@ -622,6 +624,14 @@ async fn attempt(
         }
     };
 
+    // With a revision log, the timeline this backup anchors (restores replay from it).
+    let timeline = match &p.pitr {
+        Some(_) => {
+            let cluster = format!("{:x}", status.cluster_id);
+            super::revlog::anchoring_timeline(lp, &cluster, checked.effective_revision).await
+        }
+        None => None,
+    };
     let manifest = Manifest {
         format_version: MANIFEST_FORMAT_VERSION,
         id: id.clone(),
@@ -640,6 +650,7 @@ async fn attempt(
             source: SnapshotSource::Etcd,
             revision: checked.status.revision,
             member_revision: Some(status.revision),
+            effective_revision: Some(checked.effective_revision),
             raft_index: status.raft_index,
             db_size: verified.db_size,
             file_size: sealed.plain_size,
@@ -650,11 +661,14 @@ async fn attempt(
         stored: stored_object(lp, &data_key, &sealed),
         checks: checked.checks,
         alarms: alarms.to_vec(),
+        timeline,
         lifeboat_version: env!("CARGO_PKG_VERSION").into(),
     };
     stages.push(("verify", t.elapsed()));
     t = std::time::Instant::now();
-    let committed = commit(&lp.destinations, &landed, &manifest, &mut skipped).await?;
+    let committed = commit_manifest(&lp.destinations, &landed, &manifest, &mut skipped)
+        .await
+        .map_err(AttemptError::Fatal)?;
     stages.push(("commit", t.elapsed()));
     Ok(Landed {
         manifest,
@@ -662,82 +676,6 @@ async fn attempt(
         destinations: committed,
         skipped,
     })
-}
-
-/// The seal stage (zstd, age, optional spool copy) and the fan-out to every destination, fed
-/// through the returned sender; shared by backups from a member and from a file.
-struct Shipping {
-    seal_task: tokio::task::JoinHandle<std::result::Result<SealOutput, SealError>>,
-    fan_task: tokio::task::JoinHandle<FanOut>,
-}
-
-type Fanned = std::result::Result<(), (usize, object_store::Error)>;
-
-/// What the fan-out hands back: the live uploads, the optional ones it dropped, and how it ended.
-type FanOut = (Uploads, Vec<(usize, object_store::Error)>, Fanned);
-
-impl Shipping {
-    fn start(
-        lp: &LoadedPolicy,
-        uploads: Uploads,
-        spool: Option<(PathBuf, File)>,
-    ) -> (mpsc::Sender<Bytes>, Self) {
-        let required = lp.destinations.iter().map(|d| d.required).collect();
-        let (plain_tx, plain_rx) = mpsc::channel::<Bytes>(16);
-        let (sealed_tx, sealed_rx) = mpsc::channel::<Bytes>(4);
-        let cfg = SealConfig {
-            level: lp.policy.compression.level.0,
-            threads: lp.policy.compression.threads,
-            recipients: lp.recipients.clone(),
-        };
-        let seal_task = tokio::task::spawn_blocking(move || seal(plain_rx, spool, &cfg, sealed_tx));
-        let fan_task = tokio::spawn(fan_out(sealed_rx, uploads, required));
-        (
-            plain_tx,
-            Self {
-                seal_task,
-                fan_task,
-            },
-        )
-    }
-
-    /// Wait for both stages once the sender is dropped. The caller completes or aborts the
-    /// returned uploads; optional destinations that failed on the way are added to `skipped`.
-    async fn finish(
-        self,
-        dests: &[Destination],
-        skipped: &mut Skipped,
-    ) -> Result<(std::result::Result<SealOutput, SealError>, Uploads, Fanned)> {
-        let sealed = self
-            .seal_task
-            .await
-            .map_err(|e| Error::new(Kind::Internal, format!("seal task failed: {e}")))?;
-        let (uploads, dropped, fanned) = self
-            .fan_task
-            .await
-            .map_err(|e| Error::new(Kind::Internal, format!("upload task failed: {e}")))?;
-        for (i, e) in dropped {
-            skip(skipped, &dests[i], "uploading", &e);
-        }
-        Ok((sealed, uploads, fanned))
-    }
-}
-
-/// The manifest's record of the stored object.
-fn stored_object(lp: &LoadedPolicy, data_key: &str, sealed: &SealOutput) -> StoredObject {
-    StoredObject {
-        key: data_key.to_owned(),
-        size: sealed.stored_size,
-        sha256: hex::encode(sealed.stored_sha256),
-        compression: Compression {
-            algorithm: "zstd".into(),
-            level: lp.policy.compression.level.0,
-        },
-        encryption: (!lp.recipients.is_empty()).then(|| Encryption {
-            algorithm: "age".into(),
-            recipients: lp.recipient_strings.clone(),
-        }),
-    }
 }
 
 /// Pick the root cause of a failed attempt over its knock-on effects (closed channels).
@@ -779,216 +717,6 @@ fn classify(
     }
 }
 
-fn upload_error(d: &Destination, key: &str, e: &object_store::Error) -> Error {
-    Error::new(
-        Kind::Storage,
-        format!(
-            "destination {:?} ({}): uploading {key} failed: {}; check that the bucket or \
-             directory exists and the credentials may write to it. Nothing was committed",
-            d.name,
-            d.url,
-            describe_store_error(e)
-        ),
-    )
-}
-
-/// A multipart upload to `lp.destinations[.0]`.
-type Uploads = Vec<(usize, WriteMultipart)>;
-
-/// Why destinations with `required: false` were left out of this backup.
-type Skipped = Vec<String>;
-
-fn skip(skipped: &mut Skipped, d: &Destination, what: &str, e: &object_store::Error) {
-    let why = format!(
-        "destination {:?} ({}): {what} failed: {}; it is optional (required: false), so the \
-         backup goes on without it",
-        d.name,
-        d.url,
-        describe_store_error(e)
-    );
-    warn!(destination = %d.name, "{why}");
-    skipped.push(why);
-}
-
-fn nothing_left(skipped: &Skipped) -> AttemptError {
-    AttemptError::Fatal(Error::new(
-        Kind::Storage,
-        format!(
-            "every destination failed; nothing was committed:\n  {}",
-            skipped.join("\n  ")
-        ),
-    ))
-}
-
-async fn start_uploads(
-    dests: &[Destination],
-    key: &str,
-    skipped: &mut Skipped,
-) -> Result<Uploads, AttemptError> {
-    let started = futures::future::join_all(dests.iter().map(|d| d.start_upload(key))).await;
-    let mut uploads = Vec::new();
-    let mut first_err = None;
-    for (i, (d, r)) in dests.iter().zip(started).enumerate() {
-        match r {
-            Ok(w) => uploads.push((i, w)),
-            Err(e) if !d.required => skip(skipped, d, "starting the upload", &e),
-            Err(e) => {
-                if first_err.is_none() {
-                    first_err = Some(upload_error(d, key, &e));
-                }
-            }
-        }
-    }
-    if let Some(e) = first_err {
-        for (_, w) in uploads {
-            let _ = w.abort().await;
-        }
-        return Err(AttemptError::Fatal(e));
-    }
-    if uploads.is_empty() {
-        return Err(nothing_left(skipped));
-    }
-    Ok(uploads)
-}
-
-/// Copy every sealed chunk to every destination, waiting for part capacity (backpressure). An
-/// optional destination that fails is aborted and left behind (its index and error returned);
-/// a required one stops the fan-out. Returns the uploads so the caller decides between
-/// completing and aborting.
-async fn fan_out(
-    mut rx: mpsc::Receiver<Bytes>,
-    mut uploads: Uploads,
-    required: Vec<bool>,
-) -> FanOut {
-    let mut dropped = Vec::new();
-    while let Some(chunk) = rx.recv().await {
-        let mut i = 0;
-        while i < uploads.len() {
-            let (dest, w) = &mut uploads[i];
-            if let Err(e) = w.wait_for_capacity(PARTS_IN_FLIGHT).await {
-                let dest = *dest;
-                if required[dest] {
-                    return (uploads, dropped, Err((dest, e)));
-                }
-                let (_, w) = uploads.remove(i);
-                let _ = w.abort().await;
-                dropped.push((dest, e));
-                continue;
-            }
-            w.put(chunk.clone());
-            i += 1;
-        }
-    }
-    (uploads, dropped, Ok(()))
-}
-
-async fn abort_all(dests: &[Destination], uploads: Uploads) {
-    let (idx, writers): (Vec<usize>, Vec<WriteMultipart>) = uploads.into_iter().unzip();
-    let results = futures::future::join_all(writers.into_iter().map(|w| w.abort())).await;
-    for (i, r) in idx.into_iter().zip(results) {
-        if let Err(e) = r {
-            warn!(destination = %dests[i].name, error = %describe_store_error(&e), "Aborting upload failed; the store may keep an incomplete multipart upload until its lifecycle rules remove it");
-        }
-    }
-}
-
-/// Complete every upload; returns the destinations the data landed at.
-async fn complete_uploads(
-    dests: &[Destination],
-    uploads: Uploads,
-    key: &str,
-    skipped: &mut Skipped,
-) -> Result<Vec<usize>, AttemptError> {
-    let (idx, writers): (Vec<usize>, Vec<WriteMultipart>) = uploads.into_iter().unzip();
-    let results = futures::future::join_all(writers.into_iter().map(|w| w.finish())).await;
-    let failed_required = idx
-        .iter()
-        .zip(&results)
-        .position(|(&i, r)| r.is_err() && dests[i].required);
-    if let Some(p) = failed_required {
-        // finish() aborted the failed ones; completed ones are visible and must go.
-        for (&i, r) in idx.iter().zip(&results) {
-            if r.is_ok() {
-                remove_quietly(&dests[i], key).await;
-            }
-        }
-        let e = results[p].as_ref().expect_err("position found an error");
-        return Err(AttemptError::Fatal(upload_error(&dests[idx[p]], key, e)));
-    }
-    let mut landed = Vec::new();
-    for (i, r) in idx.into_iter().zip(results) {
-        match r {
-            Ok(_) => landed.push(i),
-            Err(e) => skip(skipped, &dests[i], "completing the upload", &e),
-        }
-    }
-    if landed.is_empty() {
-        return Err(nothing_left(skipped));
-    }
-    Ok(landed)
-}
-
-async fn remove_quietly(d: &Destination, key: &str) {
-    if let Err(e) = d.delete(key).await {
-        warn!(destination = %d.name, key, error = %describe_store_error(&e), "Could not remove an uncommitted object; `lifeboat prune` removes orphans");
-    }
-}
-
-/// Write the manifest at every destination the data landed at; returns those that committed.
-/// An optional destination that refuses loses its data object; a required one un-commits all.
-async fn commit(
-    dests: &[Destination],
-    landed: &[usize],
-    m: &Manifest,
-    skipped: &mut Skipped,
-) -> Result<Vec<usize>, AttemptError> {
-    let key = model::manifest_key(&m.policy, &m.id);
-    let body = m.to_json();
-    let results =
-        futures::future::join_all(landed.iter().map(|&i| dests[i].put_new(&key, body.clone())))
-            .await;
-    let failed_required = landed
-        .iter()
-        .zip(&results)
-        .position(|(&i, r)| r.is_err() && dests[i].required);
-    if let Some(p) = failed_required {
-        for (&i, r) in landed.iter().zip(&results) {
-            if r.is_ok() {
-                remove_quietly(&dests[i], &key).await;
-            }
-        }
-        for &i in landed {
-            remove_quietly(&dests[i], &m.stored.key).await;
-        }
-        let d = &dests[landed[p]];
-        let e = results[p].as_ref().expect_err("position found an error");
-        return Err(AttemptError::Fatal(Error::new(
-            Kind::Storage,
-            format!(
-                "destination {:?} ({}): writing manifest {key} failed: {}; the backup was not \
-                 committed anywhere",
-                d.name,
-                d.url,
-                describe_store_error(e)
-            ),
-        )));
-    }
-    let mut committed = Vec::new();
-    for (&i, r) in landed.iter().zip(results) {
-        match r {
-            Ok(()) => committed.push(i),
-            Err(e) => {
-                remove_quietly(&dests[i], &m.stored.key).await;
-                skip(skipped, &dests[i], "writing the manifest", &e);
-            }
-        }
-    }
-    if committed.is_empty() {
-        return Err(nothing_left(skipped));
-    }
-    Ok(committed)
-}
-
 /// Back up a snapshot file (or a `member/snap/db` copy, with `skip_hash_check`) through the same
 /// verify → compress → encrypt → upload → manifest path, for when no member can serve one. The
 /// file is checked first, hashed again while it is read, and refused if it changed in between.
@@ -1019,51 +747,21 @@ pub async fn backup_from_file(
 
     let encrypted = !lp.recipients.is_empty();
     let data_key = model::data_key(&p.name, &id, encrypted);
-    let mut skipped = Skipped::new();
-    let uploads = start_uploads(&lp.destinations, &data_key, &mut skipped)
-        .await
-        .map_err(fatal)?;
-    let (plain_tx, shipping) = Shipping::start(lp, uploads, None);
-    let path = file.to_owned();
-    let read_task = tokio::task::spawn_blocking(move || read_hashing(&path, image_len, &plain_tx));
-    let read = read_task
-        .await
-        .map_err(|e| Error::new(Kind::Internal, format!("read task failed: {e}")))?;
-    let (sealed, uploads, fanned) = shipping.finish(&lp.destinations, &mut skipped).await?;
-    let problem = match (&read, &sealed, &fanned) {
-        (Err(e), _, _) => Some(Error::new(
-            Kind::Io,
-            format!("reading {}: {e}; nothing was committed", file.display()),
-        )),
-        (_, _, Err((i, e))) => Some(upload_error(&lp.destinations[*i], &data_key, e)),
-        (_, Err(SealError::Encode(m)), _) => Some(Error::new(
-            Kind::Crypto,
-            format!("compressing/encrypting {} failed: {m}", file.display()),
-        )),
-        (_, Err(e), _) => Some(Error::new(
-            Kind::Internal,
-            format!("the seal stage stopped: {e:?}"),
-        )),
-        (Ok((n, sha)), _, _) if *n != size || hex::encode(sha) != report.sha256 => {
-            Some(Error::new(
+    let expect_sha = report.sha256.clone();
+    let shipped = ship_file(lp, file, &data_key, image_len, |n, sha| {
+        (n != size || hex::encode(sha) != expect_sha).then(|| {
+            Error::new(
                 Kind::Verify,
                 format!(
                     "{} changed while it was uploaded; nothing was committed. Copy it from a \
                      stopped member (or save a snapshot) and try again",
                     file.display()
                 ),
-            ))
-        }
-        _ => None,
-    };
-    if let Some(e) = problem {
-        abort_all(&lp.destinations, uploads).await;
-        return Err(e);
-    }
-    let sealed = sealed.expect("checked above");
-    let landed = complete_uploads(&lp.destinations, uploads, &data_key, &mut skipped)
-        .await
-        .map_err(fatal)?;
+            )
+        })
+    })
+    .await?;
+    let (sealed, landed, mut skipped) = (shipped.sealed, shipped.landed, shipped.skipped);
 
     let mut checks = super::verify::file_checks(&report);
     checks.push(model::Check {
@@ -1090,6 +788,7 @@ pub async fn backup_from_file(
             source: SnapshotSource::File,
             revision: st.revision,
             member_revision: None,
+            effective_revision: Some(st.revision_floor()),
             raft_index: st.consistent_index.unwrap_or(0),
             db_size: image_len,
             file_size: size,
@@ -1100,11 +799,10 @@ pub async fn backup_from_file(
         stored: stored_object(lp, &data_key, &sealed),
         checks,
         alarms: Vec::new(),
+        timeline: None,
         lifeboat_version: env!("CARGO_PKG_VERSION").into(),
     };
-    let destinations = commit(&lp.destinations, &landed, &manifest, &mut skipped)
-        .await
-        .map_err(fatal)?;
+    let destinations = commit_manifest(&lp.destinations, &landed, &manifest, &mut skipped).await?;
     let landed = Landed {
         manifest,
         stages: Stages::new(),
@@ -1115,38 +813,13 @@ pub async fn backup_from_file(
     Ok(committed(lp, landed, Vec::new(), leftovers).await)
 }
 
-fn fatal(e: AttemptError) -> Error {
-    match e {
-        AttemptError::Fatal(e) => e,
-        AttemptError::Member { message, .. } => Error::new(Kind::Internal, message),
-    }
-}
-
-/// Send `path` in 1 MiB chunks, returning its size and the SHA-256 of its first `image_len`
-/// bytes. Blocking.
-fn read_hashing(
-    path: &Path,
-    image_len: u64,
-    tx: &mpsc::Sender<Bytes>,
-) -> std::io::Result<(u64, [u8; 32])> {
-    use sha2::{Digest, Sha256};
-    use std::io::Read;
-    let mut f = File::open(path)?;
-    let mut h = Sha256::new();
-    let mut n = 0u64;
-    loop {
-        let mut buf = vec![0u8; 1 << 20];
-        let got = f.read(&mut buf)?;
-        if got == 0 {
-            break;
-        }
-        buf.truncate(got);
-        let hashed = (image_len.saturating_sub(n)).min(got as u64) as usize;
-        h.update(&buf[..hashed]);
-        n += got as u64;
-        if tx.blocking_send(Bytes::from(buf)).is_err() {
-            break; // the seal stage failed; its error says why
-        }
-    }
-    Ok((n, h.finalize().into()))
+/// Commit a backup: its manifest, written last, at every destination holding its data.
+async fn commit_manifest(
+    dests: &[crate::store::Destination],
+    landed: &[usize],
+    m: &Manifest,
+    skipped: &mut Skipped,
+) -> Result<Vec<usize>> {
+    let key = model::manifest_key(&m.policy, &m.id);
+    commit(dests, landed, &key, m.to_json(), &m.stored.key, skipped).await
 }

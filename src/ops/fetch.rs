@@ -215,7 +215,7 @@ pub async fn fetch_into(
     dest: &Destination,
     identities: &Identities,
     path: PathBuf,
-    mut file: std::fs::File,
+    file: std::fs::File,
 ) -> Result<Fetched> {
     let mut fetched = Fetched {
         path,
@@ -242,102 +242,18 @@ pub async fn fetch_into(
             ),
         ));
     }
-    let identities = if manifest.stored.encryption.is_some() {
-        Arc::clone(identities)
-    } else {
-        Arc::new(Vec::new())
-    };
+    let what = format!("backup {id}");
     let m = &fetched.manifest;
-    let key = &m.stored.key;
-    let store_err = |e: &object_store::Error| {
-        Error::new(
-            Kind::Storage,
-            format!(
-                "destination {:?} ({}): reading {key}: {}",
-                dest.name,
-                dest.url,
-                describe_store_error(e)
-            ),
-        )
-    };
-    let (size, mut stream) = dest.get_stream(key).await.map_err(|e| store_err(&e))?;
-    if size != m.stored.size {
-        return Err(Error::new(
-            Kind::Verify,
-            format!(
-                "destination {:?}: {key} is {size} bytes but the manifest records {}; the stored \
-                 backup is damaged",
-                dest.name, m.stored.size
-            ),
-        ));
-    }
-    info!(backup = %id, destination = %dest.name, bytes = size, "Fetching backup");
-    let (tx, rx) = mpsc::channel::<Bytes>(8);
-    let image_len = m.snapshot.db_size;
-    let worker = tokio::task::spawn_blocking(move || {
-        let r = unseal(rx, &identities[..], image_len, &mut file);
-        let synced = file.sync_all();
-        (r, synced)
-    });
-    let progress = crate::progress::start(&format!("download from {}", dest.name), Some(size));
-    let mut h = Sha256::new();
-    let mut got = 0u64;
-    let mut download = Ok(());
-    while let Some(chunk) = stream.next().await {
-        match chunk {
-            Ok(b) => {
-                h.update(&b);
-                got += b.len() as u64;
-                progress.set(got, Some(size));
-                if tx.send(b).await.is_err() {
-                    break; // the worker failed; its error says why
-                }
-            }
-            Err(e) => {
-                download = Err(store_err(&e));
-                break;
-            }
-        }
-    }
-    drop(tx);
-    drop(progress);
-    let (unsealed, synced) = worker
-        .await
-        .map_err(|e| Error::new(Kind::Internal, format!("unseal task failed: {e}")))?;
-    download?;
-    let stored_sha = hex::encode(h.finalize());
-    if got != m.stored.size || stored_sha != m.stored.sha256 {
-        return Err(Error::new(
-            Kind::Verify,
-            format!(
-                "destination {:?}: {key} does not match its manifest (read {got} bytes with \
-                 SHA-256 {stored_sha}; the manifest records {} bytes with {}); the stored backup \
-                 is damaged, use another destination or backup",
-                dest.name, m.stored.size, m.stored.sha256
-            ),
-        ));
-    }
-    let out = unsealed.map_err(|e| match e {
-        UnsealError::Decrypt(msg) => Error::new(
-            Kind::Crypto,
-            format!(
-                "backup {id}: {msg}; the identity must match one of the recipients {}",
-                m.stored
-                    .encryption
-                    .as_ref()
-                    .map(|e| e.recipients.join(", "))
-                    .unwrap_or_default()
-            ),
-        ),
-        UnsealError::Damaged(msg) => Error::new(
-            Kind::Verify,
-            format!("backup {id}: the stored data is damaged: {msg}"),
-        ),
-        UnsealError::Write(e) => {
-            Error::new(Kind::Io, format!("writing {}: {e}", fetched.path.display()))
-        }
-    })?;
-    synced.map_err(|e| Error::new(Kind::Io, format!("syncing {}: {e}", fetched.path.display())))?;
+    let out = download(
+        dest,
+        &m.stored,
+        identities,
+        m.snapshot.db_size,
+        file,
+        &fetched.path,
+        &what,
+    )
+    .await?;
     let sha = hex::encode(out.image_sha256);
     let trailer_ok = !m.snapshot.has_trailer || out.tail == out.image_sha256;
     if out.plain_size != m.snapshot.file_size || sha != m.snapshot.sha256 || !trailer_ok {
@@ -356,4 +272,112 @@ pub async fn fetch_into(
     }
     fetched.image_sha256 = out.image_sha256;
     Ok(fetched)
+}
+
+/// Download the stored object `stored` from `dest` into `file` (at `path`): check its size and
+/// SHA-256 against the record, decrypt (when encrypted), decompress, and fsync. Returns what
+/// came out (size, SHA-256 of the first `image_len` bytes, the tail); `what` names the object
+/// in errors.
+pub(crate) async fn download(
+    dest: &Destination,
+    stored: &crate::model::StoredObject,
+    identities: &Identities,
+    image_len: u64,
+    mut file: std::fs::File,
+    path: &std::path::Path,
+    what: &str,
+) -> Result<crate::pipeline::UnsealOutput> {
+    let identities = if stored.encryption.is_some() {
+        Arc::clone(identities)
+    } else {
+        Arc::new(Vec::new())
+    };
+    let key = &stored.key;
+    let store_err = |e: &object_store::Error| {
+        Error::new(
+            Kind::Storage,
+            format!(
+                "destination {:?} ({}): reading {key}: {}",
+                dest.name,
+                dest.url,
+                describe_store_error(e)
+            ),
+        )
+    };
+    let (size, mut stream) = dest.get_stream(key).await.map_err(|e| store_err(&e))?;
+    if size != stored.size {
+        return Err(Error::new(
+            Kind::Verify,
+            format!(
+                "destination {:?}: {key} is {size} bytes but the manifest records {}; the stored \
+                 {what} is damaged",
+                dest.name, stored.size
+            ),
+        ));
+    }
+    info!(object = %key, destination = %dest.name, bytes = size, "Fetching {what}");
+    let (tx, rx) = mpsc::channel::<Bytes>(8);
+    let worker = tokio::task::spawn_blocking(move || {
+        let r = unseal(rx, &identities[..], image_len, &mut file);
+        let synced = file.sync_all();
+        (r, synced)
+    });
+    let progress = crate::progress::start(&format!("download from {}", dest.name), Some(size));
+    let mut h = Sha256::new();
+    let mut got = 0u64;
+    let mut downloaded = Ok(());
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(b) => {
+                h.update(&b);
+                got += b.len() as u64;
+                progress.set(got, Some(size));
+                if tx.send(b).await.is_err() {
+                    break; // the worker failed; its error says why
+                }
+            }
+            Err(e) => {
+                downloaded = Err(store_err(&e));
+                break;
+            }
+        }
+    }
+    drop(tx);
+    drop(progress);
+    let (unsealed, synced) = worker
+        .await
+        .map_err(|e| Error::new(Kind::Internal, format!("unseal task failed: {e}")))?;
+    downloaded?;
+    let stored_sha = hex::encode(h.finalize());
+    if got != stored.size || stored_sha != stored.sha256 {
+        return Err(Error::new(
+            Kind::Verify,
+            format!(
+                "destination {:?}: {key} does not match its manifest (read {got} bytes with \
+                 SHA-256 {stored_sha}; the manifest records {} bytes with {}); the stored {what} \
+                 is damaged, use another destination or backup",
+                dest.name, stored.size, stored.sha256
+            ),
+        ));
+    }
+    let out = unsealed.map_err(|e| match e {
+        UnsealError::Decrypt(msg) => Error::new(
+            Kind::Crypto,
+            format!(
+                "{what}: {msg}; the identity must match one of the recipients {}",
+                stored
+                    .encryption
+                    .as_ref()
+                    .map(|e| e.recipients.join(", "))
+                    .unwrap_or_default()
+            ),
+        ),
+        UnsealError::Damaged(msg) => Error::new(
+            Kind::Verify,
+            format!("{what}: the stored data is damaged: {msg}"),
+        ),
+        UnsealError::Write(e) => Error::new(Kind::Io, format!("writing {}: {e}", path.display())),
+    })?;
+    synced.map_err(|e| Error::new(Kind::Io, format!("syncing {}: {e}", path.display())))?;
+    Ok(out)
 }

@@ -11,8 +11,11 @@ pub mod keys;
 pub mod list;
 pub mod load;
 pub mod lock;
+pub mod pitr;
 pub mod prune;
 pub mod restore;
+pub mod revlog;
+pub mod ship;
 pub mod spool;
 pub mod verify;
 

@@ -273,7 +273,7 @@ impl Output {
     /// Remove an `OUTPUT.part` that a restore which is gone left behind (killed, or the
     /// machine lost power), and say what it was; refuse one a live restore is still writing
     /// (it holds the file's lock).
-    fn clear_stale_part(&self) -> Result<Option<Leftover>> {
+    pub(crate) fn clear_stale_part(&self) -> Result<Option<Leftover>> {
         let part = self.part();
         let f = match std::fs::File::options().read(true).write(true).open(&part) {
             Ok(f) => f,
@@ -309,7 +309,7 @@ impl Output {
 
     /// Create `OUTPUT.part` (0600, never over an existing file) and lock it for as long as the
     /// returned lock lives; the other handle is for writing.
-    fn create_part(&self) -> Result<(PathBuf, std::fs::File, std::fs::File)> {
+    pub(crate) fn create_part(&self) -> Result<(PathBuf, std::fs::File, std::fs::File)> {
         let part = self.part();
         let file = super::create_private_file(&part).map_err(|e| {
             if e.kind() == std::io::ErrorKind::AlreadyExists {
@@ -352,11 +352,13 @@ pub struct Staged {
     pub destination: Option<String>,
     /// An `OUTPUT.part` left by an interrupted restore, replaced by this one.
     pub replaced_part: Option<Leftover>,
+    /// A point-in-time restore: the revision the revision log was replayed to.
+    pub replayed_to: Option<i64>,
 }
 
 impl Staged {
     /// The staged file at `out`, checked as `report` (made on its `.part`).
-    fn at(out: &Output, report: FileReport, source: Option<(Manifest, String)>) -> Self {
+    pub(crate) fn at(out: &Output, report: FileReport, source: Option<(Manifest, String)>) -> Self {
         let (manifest, destination) = source.unzip();
         Self {
             path: out.path.clone(),
@@ -367,6 +369,7 @@ impl Staged {
             manifest,
             destination,
             replaced_part: None,
+            replayed_to: None,
         }
     }
 
@@ -400,6 +403,7 @@ impl Staged {
                 .filter(|v| !v.is_empty()),
             node,
             params,
+            replayed_to: self.replayed_to,
         }
     }
 }
@@ -543,7 +547,7 @@ pub async fn stage_file(file: &Path, skip_hash_check: bool, out: &Output) -> Res
 
 /// Move the verified `.part` into place: atomically, never over an existing file unless
 /// `force`, then fsync the directory so the name survives a crash.
-fn publish(guard: RemoveOnDrop, out: &Output) -> Result<()> {
+pub(crate) fn publish(guard: RemoveOnDrop, out: &Output) -> Result<()> {
     let part = guard.path().to_owned();
     let target = &out.path;
     if out.force {

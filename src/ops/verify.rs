@@ -18,6 +18,8 @@ pub struct Verified {
     pub status: DbStatus,
     /// What was checked.
     pub checks: Vec<Check>,
+    /// The revision its data is at (see `SnapshotInfo::effective_revision`).
+    pub effective_revision: i64,
 }
 
 fn passed(name: &str, detail: String) -> Check {
@@ -121,6 +123,7 @@ pub async fn verify_snapshot(
     Ok(Verified {
         status: db_status(st),
         checks,
+        effective_revision: floor,
     })
 }
 

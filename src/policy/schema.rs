@@ -121,6 +121,12 @@ pub fn policy_schema() -> Value {
                 "lock": object(json!({
                     "etcd": object(json!({"ttl": duration("Lease TTL of the slot lock.")}), &[]),
                 }), &["etcd"]),
+                "pitr": object(json!({
+                    "segmentMaxAge": duration("Seal a segment this long after its first revision (the recovery point)."),
+                    "segmentMaxBytes": {"type": ["string", "integer"],
+                                        "description": "Seal a segment at this plaintext size, e.g. 64MiB."},
+                    "window": duration("How far back point-in-time restores stay possible."),
+                }), &[]),
             }), &["cluster", "encryption", "destinations"]),
         }
     })
@@ -154,6 +160,7 @@ spec:
 DESTINATIONS  retention: {keepLast: 1, keepHourly: 1, keepDaily: 1, keepWeekly: 1, keepMonthly: 1,
               keepYearly: 1, keepWithin: 1h, pruneAfterBackup: false, orphanGrace: 2h}
   lock: {etcd: {ttl: 30s}}
+  pitr: {segmentMaxAge: 30s, segmentMaxBytes: 16MiB, window: 24h}
 "#;
         // One destination per option of each scheme (with what it needs beside it), since
         // some options exclude others (a secret inline and as a file, credentials object_store

@@ -415,3 +415,48 @@ fn retry_and_wait_for_leader_have_defaults_and_limits() {
         assert_eq!(e.line, Some(11), "{retry}: {e}");
     }
 }
+
+#[test]
+fn pitr_defaults_sizes_and_limits() {
+    let r = recipient();
+    assert!(parse("p.yaml", &full(&r)).unwrap().pitr.is_none());
+    let with = |pitr: &str| full(&r) + &format!("  pitr: {pitr}\n");
+    let p = parse("p.yaml", &with("{}")).unwrap().pitr.unwrap();
+    assert_eq!(
+        (
+            p.segment_max_age.as_secs(),
+            p.segment_max_bytes,
+            p.window.as_secs()
+        ),
+        (60, 64 << 20, 72 * 3600)
+    );
+    let p = parse(
+        "p.yaml",
+        &with("{segmentMaxAge: 10s, segmentMaxBytes: 8MiB, window: 6h}"),
+    )
+    .unwrap()
+    .pitr
+    .unwrap();
+    assert_eq!(
+        (
+            p.segment_max_age.as_secs(),
+            p.segment_max_bytes,
+            p.window.as_secs()
+        ),
+        (10, 8 << 20, 6 * 3600)
+    );
+    assert_eq!(parse_byte_size("5000000").unwrap(), 5_000_000);
+    assert_eq!(parse_byte_size("2GB").unwrap(), 2_000_000_000);
+    for (pitr, needle) in [
+        ("{segmentMaxBytes: 64Mi}", "unknown unit"),
+        ("{segmentMaxBytes: 100KiB}", "1MiB to 4GiB"),
+        ("{segmentMaxAge: 2d}", "at most 24h"),
+        ("{retain: 1h}", "unknown field `retain`"),
+    ] {
+        let e = err(&with(pitr));
+        assert!(e.message.contains(needle), "{pitr}: {e}");
+        assert_eq!(e.line, Some(19), "{pitr}: {e}");
+    }
+    let e = err(&with("{window: 10s, segmentMaxAge: 1m}"));
+    assert!(e.message.contains("shorter than segmentMaxAge"), "{e}");
+}

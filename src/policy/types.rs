@@ -29,6 +29,8 @@ pub struct Policy {
     pub retention: Option<Retention>,
     /// One backup per scheduled slot across backup hosts (absent: no lock).
     pub lock: Option<LockSpec>,
+    /// The revision log for point-in-time recovery (absent: off).
+    pub pitr: Option<PitrSpec>,
 }
 
 #[derive(Deserialize)]
@@ -53,6 +55,7 @@ impl PolicyDocument {
             destinations,
             retention,
             lock,
+            pitr,
         } = self.spec;
         Policy {
             name: self.metadata.name.0,
@@ -64,6 +67,7 @@ impl PolicyDocument {
             destinations: destinations.0,
             retention,
             lock,
+            pitr,
         }
     }
 }
@@ -135,6 +139,8 @@ struct Spec {
     retention: Option<Retention>,
     #[serde(default)]
     lock: Option<LockSpec>,
+    #[serde(default)]
+    pitr: Option<PitrSpec>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -552,14 +558,18 @@ string_newtype!(AnyDuration, |s| parse_duration(s).map(AnyDuration));
 /// A duration greater than zero.
 #[derive(Debug, Clone, Copy)]
 pub struct PositiveDuration(pub Duration);
-string_newtype!(PositiveDuration, |s| {
-    let d = parse_duration(s)?;
-    if d.is_zero() {
-        Err(format!("duration {s:?}: must be greater than zero"))
-    } else {
-        Ok(PositiveDuration(d))
+string_newtype!(PositiveDuration, PositiveDuration::parse);
+
+impl PositiveDuration {
+    fn parse(s: &str) -> Result<Self, String> {
+        let d = parse_duration(s)?;
+        if d.is_zero() {
+            Err(format!("duration {s:?}: must be greater than zero"))
+        } else {
+            Ok(PositiveDuration(d))
+        }
     }
-});
+}
 
 /// Snapshot limits.
 #[derive(Debug, Clone, Deserialize)]
@@ -1389,4 +1399,117 @@ pub struct EtcdLock {
 
 fn default_lock_ttl() -> PositiveDuration {
     PositiveDuration(Duration::from_secs(60))
+}
+
+// ---------------------------------------------------------------------------------------------
+// pitr
+
+/// `spec.pitr`: a continuous revision log between full backups, for restores to any revision
+/// or time. `pitr: {}` enables it with the defaults.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "RawPitr")]
+pub struct PitrSpec {
+    /// Seal a segment once its first revision is this old (the recovery point objective).
+    pub segment_max_age: Duration,
+    /// Seal a segment once its plaintext is this large.
+    pub segment_max_bytes: u64,
+    /// How far back restores must stay possible; retention keeps the log and a full backup
+    /// for it.
+    pub window: Duration,
+}
+
+impl Default for PitrSpec {
+    fn default() -> Self {
+        Self {
+            segment_max_age: Duration::from_secs(60),
+            segment_max_bytes: 64 << 20,
+            window: Duration::from_secs(72 * 3600),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawPitr {
+    segment_max_age: Option<SegmentAge>,
+    segment_max_bytes: Option<SegmentBytes>,
+    window: Option<PositiveDuration>,
+}
+
+/// `segmentMaxAge`: up to a day (it is the recovery point).
+struct SegmentAge(Duration);
+string_newtype!(SegmentAge, |s| {
+    let d = PositiveDuration::parse(s)?.0;
+    if d > Duration::from_secs(24 * 3600) {
+        return Err(format!(
+            "spec.pitr.segmentMaxAge {s:?}: at most 24h (it is the recovery point)"
+        ));
+    }
+    Ok(SegmentAge(d))
+});
+
+/// `segmentMaxBytes`: 1 MiB to 4 GiB.
+struct SegmentBytes(u64);
+impl<'de> Deserialize<'de> for SegmentBytes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = ByteSize::deserialize(d)?.0;
+        if !((1 << 20)..=(4 << 30)).contains(&n) {
+            return Err(de::Error::custom(format!(
+                "spec.pitr.segmentMaxBytes {n}: expected 1MiB to 4GiB"
+            )));
+        }
+        Ok(SegmentBytes(n))
+    }
+}
+
+impl TryFrom<RawPitr> for PitrSpec {
+    type Error = String;
+    fn try_from(r: RawPitr) -> Result<Self, String> {
+        let d = PitrSpec::default();
+        let p = PitrSpec {
+            segment_max_age: r.segment_max_age.map_or(d.segment_max_age, |x| x.0),
+            segment_max_bytes: r.segment_max_bytes.map_or(d.segment_max_bytes, |x| x.0),
+            window: r.window.map_or(d.window, |x| x.0),
+        };
+        if p.window < p.segment_max_age {
+            return Err("spec.pitr.window is shorter than segmentMaxAge".into());
+        }
+        Ok(p)
+    }
+}
+
+/// A size such as `64MiB`, `512KiB`, `1GiB` or a plain number of bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct ByteSize(pub u64);
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = Scalar::deserialize(d)?.0;
+        parse_byte_size(&s).map(ByteSize).map_err(de::Error::custom)
+    }
+}
+
+/// Parse `64MiB`, `10MB`, `4096` (bytes).
+pub fn parse_byte_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("size {s:?}: expected a number and unit such as 64MiB"))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        other => {
+            return Err(format!(
+                "size {s:?}: unknown unit {other:?}; use B, KiB, MiB, GiB, KB, MB or GB"
+            ));
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size {s:?} is too large"))
 }
