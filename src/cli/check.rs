@@ -26,6 +26,13 @@ pub struct CheckArgs {
     /// etcd binary for --drill (default: etcd on PATH).
     #[arg(long, value_name = "PATH", requires = "drill")]
     etcd: Option<PathBuf>,
+    /// Also prove the revision log (spec.pitr): every timeline contiguous from its oldest
+    /// full backup to its head, every segment's data object present with its recorded size.
+    #[arg(long)]
+    pitr: bool,
+    /// With --pitr: download, decrypt and decode every segment too.
+    #[arg(long, requires = "pitr")]
+    read_data: bool,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -56,6 +63,14 @@ pub async fn check(a: CheckArgs) -> Result<u8, Error> {
         drill_etcd,
     };
     let r = ops::check::check(&lp, &identities, &opts).await;
+    let pitr = if a.pitr {
+        Some(ops::pitr::check_log(&lp, &identities, a.read_data).await?)
+    } else {
+        None
+    };
+    let pitr_failed = pitr
+        .as_ref()
+        .is_some_and(|(t, _)| t.is_empty() || t.iter().any(|c| !c.problems.is_empty()));
     if a.json {
         let copies: Vec<_> = r
             .copies
@@ -95,6 +110,19 @@ pub async fn check(a: CheckArgs) -> Result<u8, Error> {
             "problems": r.problems,
             "orphans": orphans,
             "drill": drill,
+            "pitr": pitr.as_ref().map(|(tls, problems)| json!({
+                "timelines": tls.iter().map(|c| json!({
+                    "timeline": c.timeline.id,
+                    "startRevision": c.timeline.start_revision,
+                    "anchor": c.anchor.as_ref().map(|(b, r)| json!({"backup": b, "revision": r})),
+                    "head": c.head,
+                    "segments": c.segments,
+                    "segmentsRead": c.read,
+                    "ok": c.problems.is_empty(),
+                    "problems": c.problems,
+                })).collect::<Vec<_>>(),
+                "problems": problems,
+            })),
         });
         out!("{}", serde_json::to_string_pretty(&v).expect("json"));
     } else {
@@ -152,11 +180,48 @@ pub async fn check(a: CheckArgs) -> Result<u8, Error> {
             Some(Err(e)) => out!("drill: FAILED: {e}"),
             None => {}
         }
+        if let Some((tls, _)) = &pitr {
+            if tls.is_empty() {
+                out!("revision log: FAILED: no timeline; is the streamer running (spec.pitr)?");
+            }
+            for c in tls {
+                let anchor = c.anchor.as_ref().map_or("none".to_owned(), |(b, r)| {
+                    format!("backup {b} at revision {r}")
+                });
+                out!(
+                    "revision log: timeline {} ({:?}, from revision {}): anchor {anchor}, head {}, \
+                     {} segment(s){}: {}",
+                    c.timeline.id,
+                    c.timeline.reason,
+                    c.timeline.start_revision,
+                    c.head.map_or("-".to_owned(), |h| h.to_string()),
+                    c.segments,
+                    if a.read_data {
+                        format!(", {} copy(ies) read", c.read)
+                    } else {
+                        String::new()
+                    },
+                    if c.problems.is_empty() {
+                        "ok"
+                    } else {
+                        "FAILED"
+                    }
+                );
+                for p in &c.problems {
+                    out!("  {p}");
+                }
+            }
+        }
+    }
+    if let Some((_, problems)) = &pitr {
+        for p in problems {
+            eprintln!("warning: {p}");
+        }
     }
     for p in &r.problems {
         eprintln!("warning: {p}");
     }
-    Ok(if r.any_failed() {
+    Ok(if r.any_failed() || pitr_failed {
         Kind::Verify.exit_code()
     } else if !r.problems.is_empty() {
         Kind::Storage.exit_code()

@@ -109,6 +109,29 @@ pub fn report_json(r: &PruneReport) -> Value {
             })
         })
         .collect();
+    let revlog = r.revlog.as_ref().map(|w| {
+        json!({
+            "window": retention::short_duration(w.window),
+            "anchors": w.anchors.iter().map(|(b, t)| json!({"backup": b, "timeline": t})).collect::<Vec<_>>(),
+            "segmentsKept": w.kept,
+            "segments": w.segments.iter().map(|s| json!({
+                "timeline": s.manifest.timeline,
+                "firstRevision": s.manifest.first_revision,
+                "lastRevision": s.manifest.last_revision,
+                "storedSize": s.manifest.stored.size,
+                "destinations": s.destinations,
+                "action": action(false, s.removed, r.dry_run),
+            })).collect::<Vec<_>>(),
+            "timelines": w.timelines.iter().map(|(t, removed)| json!({
+                "timeline": t, "action": action(false, *removed, r.dry_run),
+            })).collect::<Vec<_>>(),
+            "orphans": w.orphans.iter().map(|(d, k, t, expired, removed)| json!({
+                "destination": d, "key": k,
+                "lastModified": t.to_rfc3339_opts(SecondsFormat::Secs, true),
+                "action": action(!expired, *removed, r.dry_run),
+            })).collect::<Vec<_>>(),
+        })
+    });
     json!({
         "policy": r.policy,
         "clusterId": r.cluster_id,
@@ -118,6 +141,7 @@ pub fn report_json(r: &PruneReport) -> Value {
         "orphanGrace": retention::short_duration(r.orphan_grace),
         "backups": backups,
         "orphans": orphans,
+        "revlog": revlog,
         "warnings": r.warnings,
         "failures": r.failures,
     })
@@ -182,6 +206,30 @@ fn print_table(r: &PruneReport) {
                 (true, false, false) => "older than the grace period, removal FAILED",
             }
         );
+    }
+    if let Some(w) = &r.revlog {
+        out!(
+            "\nrevision log (window {}): {} segment(s) kept, {} {}",
+            retention::short_duration(w.window),
+            w.kept,
+            w.segments.len(),
+            if r.dry_run { "would go" } else { "removed" }
+        );
+        for (b, t) in &w.anchors {
+            out!("  anchor: backup {b} (timeline {t}) is kept as the window's start");
+        }
+        for s in &w.segments {
+            out!(
+                "  {} segment {}-{} of timeline {} (covered by its anchor, or outside the window)",
+                action(false, s.removed, r.dry_run),
+                s.manifest.first_revision,
+                s.manifest.last_revision,
+                s.manifest.timeline
+            );
+        }
+        for (t, removed) in &w.timelines {
+            out!("  {} timeline {t}", action(false, *removed, r.dry_run));
+        }
     }
     out!("{}", summary(r));
 }

@@ -90,17 +90,22 @@ async fn committed(
         destinations,
         skipped,
     } = landed;
-    let prune = match &lp.policy.retention {
-        Some(r) if r.prune_after_backup => {
-            let t = std::time::Instant::now();
-            let result = super::prune::prune(lp, &PruneOptions::default()).await;
-            stages.push(("prune", t.elapsed()));
-            if let Err(e) = &result {
-                warn!(policy = %lp.policy.name, error = %e, "Backup committed, but the prune after it failed");
-            }
-            Some(result)
+    // A revision log is pruned after every backup even without retention rules.
+    let prune_after = lp
+        .policy
+        .retention
+        .as_ref()
+        .map_or(lp.policy.pitr.is_some(), |r| r.prune_after_backup);
+    let prune = if prune_after {
+        let t = std::time::Instant::now();
+        let result = super::prune::prune(lp, &PruneOptions::default()).await;
+        stages.push(("prune", t.elapsed()));
+        if let Err(e) = &result {
+            warn!(policy = %lp.policy.name, error = %e, "Backup committed, but the prune after it failed");
         }
-        _ => None,
+        Some(result)
+    } else {
+        None
     };
     BackupReport {
         manifest,

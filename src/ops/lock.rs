@@ -194,7 +194,10 @@ pub async fn claim(
         }
         Acquired::Held(lock) => {
             info!(policy = %p.name, slot = %slot, "Slot claimed");
-            Ok(Claim::Held(Box::new(SlotLock { lock: *lock, holder })))
+            Ok(Claim::Held(Box::new(SlotLock {
+                lock: *lock,
+                holder,
+            })))
         }
     }
 }

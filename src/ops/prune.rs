@@ -73,6 +73,34 @@ pub struct PruneReport {
     pub warnings: Vec<String>,
     /// Removals that failed; each names the backup or object and the destination.
     pub failures: Vec<String>,
+    /// The revision log's window (`spec.pitr`), when the policy has one.
+    pub revlog: Option<RevlogPrune>,
+}
+
+/// One revision-log segment the window lets go.
+#[derive(Debug, Clone)]
+pub struct PlannedSegment {
+    pub manifest: crate::revlog::SegmentManifest,
+    /// Destinations holding it.
+    pub destinations: Vec<String>,
+    pub removed: bool,
+}
+
+/// What the window does with the revision log.
+#[derive(Debug, Clone)]
+pub struct RevlogPrune {
+    pub window: Duration,
+    /// Full backups kept as anchors: (backup, timeline).
+    pub anchors: Vec<(BackupId, crate::revlog::TimelineId)>,
+    /// Segments kept.
+    pub kept: usize,
+    /// Segments to remove (already covered by an anchor, or of a timeline that left the window).
+    pub segments: Vec<PlannedSegment>,
+    /// Timelines removed whole (after their segments), and whether that was done.
+    pub timelines: Vec<(crate::revlog::TimelineId, bool)>,
+    /// Segment data objects without a manifest: (destination, key, last modified, expired,
+    /// removed).
+    pub orphans: Vec<(String, String, DateTime<Utc>, bool, bool)>,
 }
 
 impl PruneReport {
@@ -85,7 +113,7 @@ impl PruneReport {
 /// Plan the policy's retention and, unless `dry_run`, apply it.
 pub async fn prune(lp: &LoadedPolicy, opts: &PruneOptions) -> Result<PruneReport> {
     let p = &lp.policy;
-    let Some(rules) = &p.retention else {
+    if p.retention.is_none() && p.pitr.is_none() {
         return Err(Error::new(
             Kind::Policy,
             format!(
@@ -94,7 +122,7 @@ pub async fn prune(lp: &LoadedPolicy, opts: &PruneOptions) -> Result<PruneReport
                 p.name
             ),
         ));
-    };
+    }
     let listing = super::list(lp).await;
     if !listing.unlisted.is_empty() {
         return Err(Error::new(
@@ -110,21 +138,204 @@ pub async fn prune(lp: &LoadedPolicy, opts: &PruneOptions) -> Result<PruneReport
     }
     let tz = p.schedule.as_ref().map_or(chrono_tz::UTC, |s| s.timezone.0);
     let now = Utc::now();
-    let plan = retention::plan(
-        &candidates(&listing),
-        &p.name,
-        opts.cluster.as_deref(),
-        rules,
-        tz,
-        now,
-    )
-    .map_err(|e| Error::new(Kind::Policy, format!("policy {}: {e}", p.name)))?;
-    let grace = opts.orphan_grace.unwrap_or(rules.orphan_grace);
+    let mut plan = match &p.retention {
+        Some(rules) => retention::plan(
+            &candidates(&listing),
+            &p.name,
+            opts.cluster.as_deref(),
+            rules,
+            tz,
+            now,
+        )
+        .map_err(|e| Error::new(Kind::Policy, format!("policy {}: {e}", p.name)))?,
+        // Only the revision log is pruned: every backup stays.
+        None => Plan {
+            cluster_id: listing
+                .backups
+                .first()
+                .map(|b| b.manifest.cluster_id.clone())
+                .unwrap_or_default(),
+            decisions: listing
+                .backups
+                .iter()
+                .map(|b| Decision {
+                    id: b.manifest.id.clone(),
+                    started_at: b.manifest.started_at,
+                    reasons: vec![retention::Reason::NoRules],
+                })
+                .collect(),
+            warnings: Vec::new(),
+        },
+    };
+    let grace = opts.orphan_grace.unwrap_or(
+        p.retention
+            .as_ref()
+            .map_or(crate::policy::DEFAULT_ORPHAN_GRACE, |r| r.orphan_grace),
+    );
+    let revlog = match &p.pitr {
+        Some(pitr) => Some(plan_window(lp, &listing, pitr.window, grace, now).await?),
+        None => None,
+    };
+    // The window's anchors stay, whatever the rules say.
+    if let Some(w) = &revlog {
+        for d in &mut plan.decisions {
+            if let Some((_, tl)) = w.anchors.iter().find(|(id, _)| *id == d.id) {
+                d.reasons
+                    .push(retention::Reason::PitrAnchor(tl.to_string()));
+            }
+        }
+    }
     let mut report = assemble(lp, plan, listing, tz, now, grace, opts.dry_run)?;
+    report.revlog = revlog;
     if !opts.dry_run {
         apply(lp, &mut report).await;
+        apply_window(lp, &mut report).await;
     }
     Ok(report)
+}
+
+/// Plan the revision log's window over a complete listing of it.
+async fn plan_window(
+    lp: &LoadedPolicy,
+    listing: &ListReport,
+    window: Duration,
+    grace: Duration,
+    now: DateTime<Utc>,
+) -> Result<RevlogPrune> {
+    let log = super::revlog::list_revlog(lp).await;
+    if !log.problems.is_empty() {
+        return Err(Error::new(
+            Kind::Storage,
+            format!(
+                "policy {}: the revision log cannot be read completely, so nothing was removed \
+                 (a partial view could cut the recovery window):\n  {}",
+                lp.policy.name,
+                log.problems.join("\n  ")
+            ),
+        ));
+    }
+    let fulls: Vec<crate::revlog::plan::FullBackup> = listing
+        .backups
+        .iter()
+        .map(|b| crate::revlog::plan::FullBackup {
+            id: b.manifest.id.clone(),
+            timeline: b.manifest.timeline.clone(),
+            effective_revision: b
+                .manifest
+                .snapshot
+                .effective_revision
+                .unwrap_or(b.manifest.snapshot.revision),
+            finished_at: b.manifest.finished_at,
+        })
+        .collect();
+    let segs: Vec<crate::revlog::SegmentManifest> =
+        log.segments.iter().map(|(s, _)| s.clone()).collect();
+    let w = crate::revlog::window::plan(&log.timelines, &segs, &fulls, window, grace, now);
+    let removed: std::collections::BTreeSet<_> = w.remove_segments.iter().cloned().collect();
+    let mut segments = Vec::new();
+    let mut kept = 0;
+    for (s, holders) in log.segments {
+        if removed.contains(&(s.timeline.clone(), s.first_revision, s.last_revision)) {
+            segments.push(PlannedSegment {
+                manifest: s,
+                destinations: holders,
+                removed: false,
+            });
+        } else {
+            kept += 1;
+        }
+    }
+    let orphans = log
+        .orphans
+        .into_iter()
+        .map(|(d, k, t)| {
+            let expired = retention::orphan_expired(t, now, grace);
+            (d, k, t, expired, false)
+        })
+        .collect();
+    Ok(RevlogPrune {
+        window,
+        anchors: w.anchors,
+        kept,
+        segments,
+        timelines: w.remove_timelines.into_iter().map(|t| (t, false)).collect(),
+        orphans,
+    })
+}
+
+/// Remove what the window lets go: each segment manifest first, then its data; whole
+/// timelines' `timeline.json` last; expired segment data without a manifest.
+async fn apply_window(lp: &LoadedPolicy, report: &mut PruneReport) {
+    let Some(w) = &mut report.revlog else {
+        return;
+    };
+    let policy = lp.policy.name.clone();
+    for seg in &mut w.segments {
+        let m = &seg.manifest;
+        let key = crate::revlog::segment_manifest_key(
+            &policy,
+            &m.timeline,
+            m.first_revision,
+            m.last_revision,
+        );
+        let mut ok = true;
+        for d in lp
+            .destinations
+            .iter()
+            .filter(|d| seg.destinations.contains(&d.name))
+        {
+            let r = match d.delete(&key).await {
+                Ok(()) => d.delete(&m.stored.key).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = r {
+                ok = false;
+                report.failures.push(format!(
+                    "destination {:?}: cannot remove segment {key}: {}",
+                    d.name,
+                    describe_store_error(&e)
+                ));
+            }
+        }
+        seg.removed = ok;
+    }
+    for (tl, removed) in &mut w.timelines {
+        let key = crate::revlog::timeline_key(&policy, tl);
+        let mut ok = true;
+        for d in &lp.destinations {
+            if let Err(e) = d.delete(&key).await {
+                ok = false;
+                report.failures.push(format!(
+                    "destination {:?}: cannot remove {key}: {}",
+                    d.name,
+                    describe_store_error(&e)
+                ));
+            }
+        }
+        *removed = ok;
+    }
+    for (dest, key, _, expired, removed) in &mut w.orphans {
+        if !*expired {
+            continue;
+        }
+        let Some(d) = lp.destinations.iter().find(|d| d.name == *dest) else {
+            continue;
+        };
+        if !matches!(
+            crate::revlog::parse_revlog_key(&policy, key),
+            Some(crate::revlog::RevlogObject::SegmentData { .. })
+        ) {
+            continue;
+        }
+        match d.delete(key).await {
+            Ok(()) => *removed = true,
+            Err(e) => report.failures.push(format!(
+                "destination {:?}: cannot delete orphan segment data {key}: {}",
+                d.name,
+                describe_store_error(&e)
+            )),
+        }
+    }
 }
 
 /// The planner's view of the listed backups.
@@ -211,6 +422,7 @@ fn assemble(
         orphan_grace,
         warnings,
         failures: Vec::new(),
+        revlog: None,
     })
 }
 

@@ -243,6 +243,8 @@ pub struct RevlogListing {
     pub orphans: Vec<(String, String, DateTime<Utc>)>,
     /// Destinations that could not be listed or manifests that could not be read.
     pub problems: Vec<String>,
+    /// Sizes of the segment data objects: (destination, key) -> bytes.
+    pub data_sizes: std::collections::HashMap<(String, String), u64>,
 }
 
 impl RevlogListing {
@@ -289,6 +291,8 @@ pub async fn list_revlog(lp: &LoadedPolicy) -> RevlogListing {
                     e.0.push(d.name.clone());
                 }
                 Some(RevlogObject::SegmentData { .. }) => {
+                    out.data_sizes
+                        .insert((d.name.clone(), o.key.clone()), o.size);
                     data.push((d.name.clone(), o.key, o.last_modified));
                 }
                 None => {}
@@ -874,6 +878,7 @@ async fn watch(
         .with_start_revision(state.next)
         .with_progress_notify()
         .with_fragment();
+    info!(member = %member.endpoint, from = state.next, timeline = %state.timeline.id, "Watching member");
     let mut wc = client.watch_client().max_decoding_message_size(256 << 20);
     let mut stream = match wc.watch(vec![0u8], Some(opts)).await {
         Ok(s) => s,

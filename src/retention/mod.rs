@@ -132,6 +132,10 @@ pub enum Reason {
     OtherPolicy(String),
     /// Its manifest names another cluster than the one this plan covers.
     OtherCluster(String),
+    /// The full backup the revision log's window starts from (`spec.pitr.window`).
+    PitrAnchor(String),
+    /// The policy has no retention rules (only its revision log is pruned).
+    NoRules,
 }
 
 impl fmt::Display for Reason {
@@ -148,6 +152,8 @@ impl fmt::Display for Reason {
                 f.write_str("other cluster (unknown: backed up from a file)")
             }
             Reason::OtherCluster(c) => write!(f, "other cluster {c}"),
+            Reason::PitrAnchor(tl) => write!(f, "pitr anchor of timeline {tl}"),
+            Reason::NoRules => f.write_str("no retention rules"),
         }
     }
 }
