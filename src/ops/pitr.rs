@@ -765,7 +765,7 @@ pub async fn check_log(
     };
     let mut out = Vec::new();
     let mut timelines = log.timelines.clone();
-    timelines.sort_by(|a, b| a.started_at.cmp(&b.started_at));
+    timelines.sort_by_key(|t| t.started_at);
     for tl in timelines {
         let mut c = TimelineCheck {
             anchor: None,
