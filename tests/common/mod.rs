@@ -218,13 +218,23 @@ impl EtcdCluster {
     /// One member started on an existing data directory (a restored one), with the name and
     /// peer URL it was restored with.
     pub fn start_on_data_dir(data_dir: &Path, name: &str, peer_url: &str) -> Self {
+        Self::start_on_data_dir_dist(data_dir, name, peer_url, &etcd_34())
+    }
+
+    /// [`EtcdCluster::start_on_data_dir`] with release `dist`.
+    pub fn start_on_data_dir_dist(
+        data_dir: &Path,
+        name: &str,
+        peer_url: &str,
+        dist: &EtcdDist,
+    ) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("lifeboat-restored-")
             .tempdir_in(scratch_root())
             .unwrap();
         let c = free_port();
         let log = std::fs::File::create(dir.path().join("restored.log")).unwrap();
-        let child = Command::new(etcd_bin())
+        let child = Command::new(&dist.etcd)
             .args([
                 "--name",
                 name,
@@ -250,7 +260,7 @@ impl EtcdCluster {
                 child: Some(child),
             }],
             dir,
-            etcdctl: etcdctl_bin(),
+            etcdctl: dist.etcdctl.clone(),
         };
         cluster.wait_healthy(&cluster.endpoints(), None);
         cluster
