@@ -309,3 +309,292 @@ async fn replay_reproduces_every_revision_exactly_on_etcd_34() {
 async fn replay_reproduces_every_revision_exactly_on_etcd_35() {
     replay_is_exact(etcd_35()).await;
 }
+
+/// Put keys as fast as the cluster takes them until `stop`, ignoring errors (members die).
+fn writer(
+    endpoints: Vec<String>,
+    stop: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<u64> {
+    tokio::spawn(async move {
+        let mut c = Client::connect(endpoints, None).await.unwrap();
+        let mut n = 0u64;
+        while !stop.is_cancelled() {
+            if c.put(format!("w/{n:06}"), format!("{n}"), None)
+                .await
+                .is_ok()
+            {
+                n += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        n
+    })
+}
+
+fn check_pitr(policy: &Path, identity: &Path, read: bool) -> (Option<i32>, serde_json::Value) {
+    let mut args = vec![
+        "check",
+        "--policy",
+        policy.to_str().unwrap(),
+        "--identity",
+        identity.to_str().unwrap(),
+        "--sample",
+        "1",
+        "--pitr",
+        "--json",
+    ];
+    if read {
+        args.push("--read-data");
+    }
+    let o = lifeboat(&args);
+    let v = serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null);
+    (o.status.code(), v)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failover_takeover_and_compaction_leave_no_silent_hole() {
+    let mut cluster = EtcdCluster::start(3);
+    let mut c = Client::connect(cluster.endpoints(), None).await.unwrap();
+    c.put("seed", "1", None).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (id, rcpt) = age_key();
+    let key = write_identity(dir.path(), &id);
+    // A 3 s writer lock, so a standby takes over quickly.
+    let policy = pitr_policy(
+        dir.path(),
+        &cluster.endpoints(),
+        &rcpt,
+        "  lock: {etcd: {ttl: 3s}}\n",
+    );
+    let args = ["revlog", "--policy", policy.to_str().unwrap()];
+    let a = Running::start(&args);
+    wait_anchor(dir.path());
+    let b = Running::start(&args);
+    b.wait_log("standing by", Duration::from_secs(30));
+
+    // Under writes, the watched member dies, then the writing streamer itself.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let w = writer(cluster.endpoints(), stop.clone());
+    let watched = a.wait_log("Watching member", Duration::from_secs(30))["member"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let victim = cluster
+        .members
+        .iter()
+        .position(|m| m.client_url == watched)
+        .unwrap();
+    cluster.stop(victim);
+    let live: Vec<String> = cluster
+        .endpoints()
+        .into_iter()
+        .filter(|e| *e != watched)
+        .collect();
+    let mut c = Client::connect(live, None).await.unwrap();
+    a.wait_log("Watch ended", Duration::from_secs(30));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    a.kill();
+    b.wait_log("Writing the revision log", Duration::from_secs(30));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.cancel();
+    let writes = w.await.unwrap();
+    assert!(writes > 100, "{writes} writes");
+    let e = head(&mut c).await;
+    wait_committed(dir.path(), e);
+
+    // One timeline, contiguous from its full backup to the head; the head restores exactly.
+    let (code, v) = check_pitr(&policy, &key, true);
+    assert_eq!(code, Some(0), "{v}");
+    let tls = v["pitr"]["timelines"].as_array().unwrap();
+    assert_eq!(tls.len(), 1, "{v}");
+    assert!(tls[0]["head"].as_i64().unwrap() >= e, "{v}");
+    let truth_e = state_at(&mut c, e).await;
+    let (out, o) = restore_to(&policy, &key, dir.path(), &e.to_string(), &etcd_bin());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let restored = start_restored(&out, dir.path(), &etcd_34());
+    let mut rc = Client::connect(restored.endpoints(), None).await.unwrap();
+    assert!(state_at(&mut rc, e).await == truth_e, "the head differs");
+    drop(restored);
+
+    // The streamer is stopped; history is compacted past where it stopped.
+    b.signal("TERM");
+    let (code, _, logs) = b.finish();
+    assert_eq!(code, Some(0), "{logs}");
+    for i in 0..10 {
+        c.put(format!("gap/{i}"), "lost to the log", None)
+            .await
+            .unwrap();
+    }
+    let compacted = head(&mut c).await;
+    c.compact(
+        compacted,
+        Some(etcd_client::CompactionOptions::new().with_physical()),
+    )
+    .await
+    .unwrap();
+    let b2 = Running::start(&args);
+    let new = b2.wait_log("New revision-log timeline", Duration::from_secs(30));
+    assert_eq!(new["reason"], "Compacted", "{new}");
+    // Its own full backup anchors it.
+    let t0 = Instant::now();
+    while !full_backups(dir.path())
+        .iter()
+        .any(|m| m["timeline"] == new["timeline"])
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "the new timeline has no anchor"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for i in 0..5 {
+        c.put(format!("new/{i}"), "after", None).await.unwrap();
+    }
+    let e2 = head(&mut c).await;
+    wait_committed(dir.path(), e2);
+    let truth_e2 = state_at(&mut c, e2).await;
+
+    // The old timeline still restores; the compacted-away revisions are refused, never faked.
+    let (out, o) = restore_to(&policy, &key, dir.path(), &e.to_string(), &etcd_bin());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let restored = start_restored(&out, dir.path(), &etcd_34());
+    let mut rc = Client::connect(restored.endpoints(), None).await.unwrap();
+    assert!(state_at(&mut rc, e).await == truth_e);
+    drop(restored);
+    let (out, o) = restore_to(&policy, &key, dir.path(), &(e + 3).to_string(), &etcd_bin());
+    assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
+    assert!(!out.exists());
+    let (out, o) = restore_to(&policy, &key, dir.path(), &e2.to_string(), &etcd_bin());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let restored = start_restored(&out, dir.path(), &etcd_34());
+    let mut rc = Client::connect(restored.endpoints(), None).await.unwrap();
+    assert!(state_at(&mut rc, e2).await == truth_e2);
+    let (code, v) = check_pitr(&policy, &key, false);
+    assert_eq!(code, Some(0), "{v}");
+    assert_eq!(v["pitr"]["timelines"].as_array().unwrap().len(), 2, "{v}");
+    b2.kill();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tampered_or_missing_segment_is_refused_and_nothing_is_staged() {
+    let cluster = EtcdCluster::start(1);
+    let mut c = Client::connect(cluster.endpoints(), None).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (id, rcpt) = age_key();
+    let key = write_identity(dir.path(), &id);
+    let policy = pitr_policy(dir.path(), &cluster.endpoints(), &rcpt, "");
+    let streamer = Running::start(&["revlog", "--policy", policy.to_str().unwrap()]);
+    wait_anchor(dir.path());
+    // Three bursts, each sealed into its own segment.
+    let mut ends = Vec::new();
+    for burst in 0..3 {
+        for i in 0..10 {
+            c.put(format!("k/{burst}/{i}"), "v", None).await.unwrap();
+        }
+        let h = head(&mut c).await;
+        wait_committed(dir.path(), h);
+        ends.push(h);
+    }
+    streamer.kill();
+    let segs = committed(dir.path());
+    let (tl, first, last) = segs
+        .iter()
+        .find(|(_, f, l)| *f <= ends[1] && ends[1] <= *l)
+        .cloned()
+        .unwrap();
+    let stem = dir
+        .path()
+        .join(format!("local/prod/revlog/{tl}/{first:020}-{last:020}"));
+    let data = PathBuf::from(format!("{}.seg.zst.age", stem.display()));
+    let original = std::fs::read(&data).unwrap();
+    let mut flipped = original.clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0x01;
+    std::fs::write(&data, &flipped).unwrap();
+
+    let (code, v) = check_pitr(&policy, &key, true);
+    assert_eq!(code, Some(5), "{v}");
+    let problems = v["pitr"]["timelines"][0]["problems"].to_string();
+    assert!(
+        problems.contains(&format!("segment {first}-{last}")),
+        "{problems}"
+    );
+    let (out, o) = restore_to(&policy, &key, dir.path(), &ends[2].to_string(), &etcd_bin());
+    assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("does not match its manifest"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!out.exists() && !PathBuf::from(format!("{}.part", out.display())).exists());
+    assert!(files_under(&dir.path().join("spool")).is_empty());
+    // Before the damage, everything still restores.
+    let (_, o) = restore_to(
+        &policy,
+        &key,
+        dir.path(),
+        &(first - 1).to_string(),
+        &etcd_bin(),
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // A missing segment is a gap: named by check, refused by restore.
+    std::fs::write(&data, &original).unwrap();
+    std::fs::remove_file(&data).unwrap();
+    std::fs::remove_file(format!("{}.seg.json", stem.display())).unwrap();
+    let (code, v) = check_pitr(&policy, &key, false);
+    assert_eq!(code, Some(5), "{v}");
+    let problems = v["pitr"]["timelines"][0]["problems"].to_string();
+    assert!(
+        problems.contains(&format!("revisions {first}..={last}")),
+        "{problems}"
+    );
+    let (out, o) = restore_to(&policy, &key, dir.path(), &ends[2].to_string(), &etcd_bin());
+    assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
+    assert!(stderr(&o).contains("not reachable"), "{}", stderr(&o));
+    assert!(!out.exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_daemon_streams_the_log_and_exports_it() {
+    let cluster = EtcdCluster::start(1);
+    let mut c = Client::connect(cluster.endpoints(), None).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (_, rcpt) = age_key();
+    let policy = pitr_policy(
+        dir.path(),
+        &cluster.endpoints(),
+        &rcpt,
+        "  schedule: {cron: \"0 0 1 1 *\"}\n",
+    );
+    let d = Daemon::start(&policy, &[]);
+    wait_anchor(dir.path());
+    for i in 0..20 {
+        c.put(format!("d/{i}"), "v", None).await.unwrap();
+    }
+    let h = head(&mut c).await;
+    wait_committed(dir.path(), h);
+    let l = |what: &'static str| [("policy", "prod"), ("what", what)];
+    wait_for(
+        "the metrics to show the commit",
+        Duration::from_secs(30),
+        || {
+            d.metric("lifeboat_revlog", &l("last_revision"))
+                .is_some_and(|r| r >= h as f64)
+        },
+    );
+    assert_eq!(d.metric("lifeboat_revlog", &l("writer")), Some(1.0));
+    assert_eq!(d.metric("lifeboat_revlog", &l("timelines")), Some(1.0));
+    assert!(d.metric("lifeboat_revlog", &l("segments")).unwrap() >= 1.0);
+    assert!(
+        d.metric(
+            "lifeboat_revlog_seconds",
+            &[("policy", "prod"), ("what", "last_commit_timestamp")]
+        )
+        .is_some()
+    );
+    let (code, _) = d.stop();
+    assert_eq!(code, Some(0));
+    assert!(files_under(&dir.path().join("spool")).is_empty());
+}

@@ -852,6 +852,16 @@ impl Running {
         (status.code(), out, logs)
     }
 
+    /// Send `sig` (`TERM`, `STOP`, ...).
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{sig}");
+    }
+
     /// SIGKILL it, as an OOM kill or power loss would end it.
     pub fn kill(mut self) {
         let _ = self.child.kill();
