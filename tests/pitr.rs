@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use etcd_client::{Client, GetOptions, LeaseGrantOptions, PutOptions, Txn, TxnOp};
+use etcd_client::{Client, GetOptions, PutOptions, Txn, TxnOp};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
