@@ -48,6 +48,7 @@ fn systemd_units_verify() {
         "lifeboat.service",
         "lifeboat-backup@.service",
         "lifeboat-backup@.timer",
+        "lifeboat-revlog@.service",
     ] {
         // --man=no: the man page (`lifeboat man`) is installed by the operator, not here.
         let o = Command::new(&analyze)

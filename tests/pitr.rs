@@ -486,8 +486,9 @@ async fn a_tampered_or_missing_segment_is_refused_and_nothing_is_staged() {
     let policy = pitr_policy(dir.path(), &cluster.endpoints(), &rcpt, "");
     let streamer = Running::start(&["revlog", "--policy", policy.to_str().unwrap()]);
     wait_anchor(dir.path());
-    // Three bursts, each sealed into its own segment.
+    // Three bursts, each sealed into its own segment, with a quiet moment after each.
     let mut ends = Vec::new();
+    let mut quiet = Vec::new();
     for burst in 0..3 {
         for i in 0..10 {
             c.put(format!("k/{burst}/{i}"), "v", None).await.unwrap();
@@ -495,8 +496,41 @@ async fn a_tampered_or_missing_segment_is_refused_and_nothing_is_staged() {
         let h = head(&mut c).await;
         wait_committed(dir.path(), h);
         ends.push(h);
+        quiet.push(chrono::Utc::now());
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
     streamer.kill();
+
+    // A time between two bursts is the revision the first one ended at; a time the log cannot
+    // prove yet is refused.
+    let at = quiet[0].to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let (_, o) = restore_to(&policy, &key, dir.path(), &at, &etcd_bin());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["staged"]["replayedTo"], ends[0], "{v}");
+    let later = (chrono::Utc::now() + chrono::Duration::hours(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let (out, o) = restore_to(&policy, &key, dir.path(), &later, &etcd_bin());
+    assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
+    assert!(stderr(&o).contains("not known until"), "{}", stderr(&o));
+    assert!(!out.exists());
+    // The full backup anchoring the window is kept, and said so.
+    let o = lifeboat(&[
+        "prune",
+        "--policy",
+        policy.to_str().unwrap(),
+        "--dry-run",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        v["backups"][0]["reasons"]
+            .to_string()
+            .contains("pitr anchor"),
+        "{v}"
+    );
+    assert_eq!(v["revlog"]["segments"], serde_json::json!([]), "{v}");
     let segs = committed(dir.path());
     let (tl, first, last) = segs
         .iter()
