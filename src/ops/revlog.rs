@@ -359,6 +359,85 @@ pub async fn list_revlog(lp: &LoadedPolicy) -> RevlogListing {
     out
 }
 
+/// Every timeline of `lp`, read from each destination's `timeline.json` files (one delimiter
+/// listing per destination, not a listing of every segment). Destinations that cannot be
+/// listed are returned as problems.
+pub async fn timelines(lp: &LoadedPolicy) -> (Vec<Timeline>, Vec<String>) {
+    let prefix = revlog_prefix(&lp.policy.name);
+    let mut found: BTreeMap<TimelineId, Timeline> = BTreeMap::new();
+    let mut problems = Vec::new();
+    for d in &lp.destinations {
+        let dirs = match d.list_dirs(&prefix).await {
+            Ok(x) => x,
+            Err(e) => {
+                problems.push(format!(
+                    "destination {:?} ({}): listing {prefix}: {}",
+                    d.name,
+                    d.url,
+                    describe_store_error(&e)
+                ));
+                continue;
+            }
+        };
+        for dir in dirs {
+            let Some(id) = dir
+                .trim_end_matches('/')
+                .rsplit('/')
+                .next()
+                .and_then(TimelineId::parse)
+            else {
+                continue;
+            };
+            if found.contains_key(&id) {
+                continue;
+            }
+            match d.get_small(&timeline_key(&lp.policy.name, &id)).await {
+                Ok(b) => match serde_json::from_slice::<Timeline>(&b) {
+                    Ok(t) => {
+                        found.insert(id, t);
+                    }
+                    Err(e) => problems.push(format!("timeline {id} at {:?}: {e}", d.name)),
+                },
+                // A timeline whose timeline.json is gone (pruned, or not yet written here).
+                Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => problems.push(format!(
+                    "timeline {id} at {:?}: {}",
+                    d.name,
+                    describe_store_error(&e)
+                )),
+            }
+        }
+    }
+    (found.into_values().collect(), problems)
+}
+
+/// The highest last revision of `tl`'s committed segments at any destination, from their keys.
+async fn committed_head(lp: &LoadedPolicy, tl: &TimelineId) -> Result<Option<i64>> {
+    let prefix = format!("{}{tl}/", revlog_prefix(&lp.policy.name));
+    let mut head = None;
+    for d in &lp.destinations {
+        let listed = d.list(&prefix).await.map_err(|e| {
+            Error::new(
+                Kind::Storage,
+                format!(
+                    "destination {:?} ({}): listing {prefix}: {}",
+                    d.name,
+                    d.url,
+                    describe_store_error(&e)
+                ),
+            )
+        })?;
+        for o in listed {
+            if let Some(RevlogObject::SegmentManifest { last, .. }) =
+                parse_revlog_key(&lp.policy.name, &o.key)
+            {
+                head = head.max(Some(last));
+            }
+        }
+    }
+    Ok(head)
+}
+
 /// The newest timeline of `lp` that a full backup of cluster `cluster_id` at `effective`
 /// revision anchors, if any: what a backup records in its manifest.
 pub async fn anchoring_timeline(
@@ -366,36 +445,10 @@ pub async fn anchoring_timeline(
     cluster_id: &str,
     effective: i64,
 ) -> Option<TimelineId> {
-    let prefix = revlog_prefix(&lp.policy.name);
-    let mut newest: Option<Timeline> = None;
-    for d in &lp.destinations {
-        let Ok(listed) = d.list(&prefix).await else {
-            continue;
-        };
-        let mut ids: Vec<TimelineId> = listed
-            .iter()
-            .filter_map(|o| match parse_revlog_key(&lp.policy.name, &o.key) {
-                Some(RevlogObject::Timeline(t)) => Some(t),
-                _ => None,
-            })
-            .collect();
-        ids.sort();
-        for id in ids.iter().rev() {
-            let Ok(b) = d.get_small(&timeline_key(&lp.policy.name, id)).await else {
-                continue;
-            };
-            let Ok(t) = serde_json::from_slice::<Timeline>(&b) else {
-                continue;
-            };
-            if t.cluster_id == cluster_id {
-                if newest.as_ref().is_none_or(|n| n.id < t.id) {
-                    newest = Some(t);
-                }
-                break;
-            }
-        }
-    }
-    newest
+    let (tls, _) = timelines(lp).await;
+    tls.into_iter()
+        .filter(|t| t.cluster_id == cluster_id)
+        .max_by(|a, b| a.started_at.cmp(&b.started_at).then(a.id.cmp(&b.id)))
         .filter(|t| t.start_revision <= effective + 1)
         .map(|t| t.id)
 }
@@ -570,32 +623,25 @@ async fn stream(
     let p = &lp.policy;
     let (mut client, mut member) = connect_member(lp, None, true).await?;
     let head = current_revision(&mut client).await?;
-    let listing = list_revlog(lp).await;
-    if !listing.problems.is_empty() {
+    let (tls, problems) = timelines(lp).await;
+    if !problems.is_empty() {
         return Err(Error::new(
             Kind::Storage,
             format!(
                 "revision log of policy {}: cannot read where it stands, so it does not start \
                  (a wrong resume point would leave a gap):\n  {}",
                 p.name,
-                listing.problems.join("\n  ")
+                problems.join("\n  ")
             ),
         ));
     }
     let cluster_hex = format!("{:x}", member.cluster_id);
-    let newest = listing
-        .timelines
-        .iter()
-        .max_by_key(|t| (t.started_at, t.id.clone()));
+    let newest = tls.iter().max_by_key(|t| (t.started_at, t.id.clone()));
     let mut state = match newest {
         Some(t) if t.cluster_id == cluster_hex => {
-            let next = listing
-                .segments
-                .iter()
-                .filter(|(s, _)| s.timeline == t.id)
-                .map(|(s, _)| s.last_revision + 1)
-                .max()
-                .unwrap_or(t.start_revision);
+            let next = committed_head(lp, &t.id)
+                .await?
+                .map_or(t.start_revision, |l| l + 1);
             status.committed_revision.store(next - 1, Ordering::Relaxed);
             if head < next - 1 {
                 warn!(policy = %p.name, head, resume = next, "The cluster's revision went backwards (was it restored?); starting a new timeline");

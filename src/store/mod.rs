@@ -201,6 +201,16 @@ impl Destination {
     }
 }
 
+impl Destination {
+    /// The "directories" directly under `prefix` (relative to the destination prefix): one
+    /// delimiter listing, without the objects below them.
+    pub async fn list_dirs(&self, prefix: &str) -> object_store::Result<Vec<String>> {
+        let p = self.path(prefix.trim_end_matches('/'));
+        let r = self.store.list_with_delimiter(Some(&p)).await?;
+        Ok(r.common_prefixes.iter().map(|c| self.relative(c)).collect())
+    }
+}
+
 /// One-line description of an object_store error, without request dumps.
 pub fn describe_store_error(e: &object_store::Error) -> String {
     crate::error::append_sources(e.to_string(), std::error::Error::source(e))
