@@ -1,5 +1,6 @@
-//! Printing for `lifeboat inspect` and `lifeboat extract`.
+//! `lifeboat inspect`, and the printing it shares with `lifeboat extract`.
 
+use super::*;
 use crate::etcddb::LiveKey;
 use crate::ops::inspect::{FileReport, Trailer};
 use serde_json::{Value, json};
@@ -176,6 +177,96 @@ pub fn print_keys(keys: &[LiveKey]) {
             show_key(&k.key)
         );
     }
+}
+
+/// A local snapshot file, or a stored backup fetched into a private temporary file (removed when
+/// the returned guard drops).
+pub(super) async fn snapshot_source(
+    file: Option<PathBuf>,
+    stored: StoredArgs,
+) -> Result<(PathBuf, Option<ops::fetch::Fetched>), Error> {
+    if let Some(f) = file {
+        return Ok((f, None));
+    }
+    let (Some(policy), Some(id)) = (stored.policy, stored.backup) else {
+        unreachable!("clap requires a file or --policy with --backup")
+    };
+    let lp = ops::load_policy(&policy)?;
+    let fetched = ops::fetch::fetch(&lp, &id, &stored.identity).await?;
+    Ok((fetched.path.clone(), Some(fetched)))
+}
+
+pub(super) async fn inspect(
+    file: Option<PathBuf>,
+    stored: StoredArgs,
+    keys: bool,
+    prefix: Option<String>,
+    skip_hash_check: bool,
+    json_out: bool,
+) -> Result<u8, Error> {
+    let (path, fetched) = snapshot_source(file, stored).await?;
+    let hashing = match &fetched {
+        Some(f) => Hashing::Known(f.image_sha256),
+        None if skip_hash_check => Hashing::Skip,
+        None => Hashing::Compute,
+    };
+    // With --keys, the listing shares the check's read of the file.
+    let key_prefix = keys.then(|| prefix.unwrap_or_default().into_bytes());
+    let (report, live) = tokio::task::spawn_blocking(move || match key_prefix {
+        Some(p) => ops::inspect::inspect_keys(&path, hashing, &p).map(|(r, k)| (r, Some(k))),
+        None => ops::inspect::inspect_file(&path, hashing).map(|r| (r, None)),
+    })
+    .await
+    .map_err(|e| Error::new(Kind::Internal, format!("inspect task failed: {e}")))??;
+    let problems = report.problems();
+    if let Some(live) = live {
+        if !problems.is_empty() {
+            return Err(damaged(&report));
+        }
+        if json_out {
+            out!(
+                "{}",
+                serde_json::to_string_pretty(&keys_json(&live)).expect("json")
+            );
+        } else {
+            print_keys(&live);
+        }
+        return Ok(0);
+    }
+    if json_out {
+        let mut v = report_json(&report);
+        if let Some(f) = &fetched {
+            v["backup"] = json!(f.manifest.id);
+            v["destination"] = json!(f.destination);
+        }
+        out!("{}", serde_json::to_string_pretty(&v).expect("json"));
+    } else {
+        if let Some(f) = &fetched {
+            out!(
+                "backup:            {} from destination {:?} (fetched into the file below, removed on exit)",
+                f.manifest.id,
+                f.destination
+            );
+        }
+        print_report(&report);
+    }
+    Ok(if problems.is_empty() {
+        0
+    } else {
+        Kind::Verify.exit_code()
+    })
+}
+
+pub(super) fn damaged(r: &ops::inspect::FileReport) -> Error {
+    Error::new(
+        Kind::Verify,
+        format!(
+            "{} failed its checks, so its keys cannot be trusted:\n  {}\nrun `lifeboat inspect` on \
+             it for the full report",
+            r.path.display(),
+            r.problems().join("\n  ")
+        ),
+    )
 }
 
 #[cfg(test)]

@@ -22,10 +22,15 @@ macro_rules! out {
     }};
 }
 
+mod backup;
 mod check;
+mod extract;
 mod inspect;
+mod list;
+mod policy;
 mod prune;
 mod restore;
+mod revlog;
 
 /// Verified, encrypted backups of etcd clusters.
 #[derive(Debug, Parser)]
@@ -250,7 +255,7 @@ async fn dispatch(cmd: Command) -> u8 {
     match cmd {
         Command::Policy {
             cmd: PolicyCmd::Check { files },
-        } => policy_check(&files),
+        } => policy::policy_check(&files),
         Command::Policy {
             cmd: PolicyCmd::Schema,
         } => {
@@ -267,7 +272,7 @@ async fn dispatch(cmd: Command) -> u8 {
             json,
             metrics_textfile,
             no_retry,
-        } => match backup(BackupArgs {
+        } => match backup::backup(backup::BackupArgs {
             policy: &policy,
             from_file: from_file.as_deref(),
             skip_hash_check,
@@ -299,11 +304,11 @@ async fn dispatch(cmd: Command) -> u8 {
                 Err(e) => fail(&e),
             }
         }
-        Command::List { policy, json } => list(&policy, json).await,
+        Command::List { policy, json } => list::list(&policy, json).await,
         Command::Revlog {
             policy,
             metrics_textfile,
-        } => match revlog(&policy, metrics_textfile.as_deref()).await {
+        } => match revlog::revlog(&policy, metrics_textfile.as_deref()).await {
             Ok(()) => 0,
             Err(e) => fail(&e),
         },
@@ -314,7 +319,7 @@ async fn dispatch(cmd: Command) -> u8 {
             prefix,
             skip_hash_check,
             json,
-        } => match inspect(file, stored, keys, prefix, skip_hash_check, json).await {
+        } => match inspect::inspect(file, stored, keys, prefix, skip_hash_check, json).await {
             Ok(code) => code,
             Err(e) => fail(&e),
         },
@@ -323,7 +328,7 @@ async fn dispatch(cmd: Command) -> u8 {
             stored,
             prefix,
             out,
-        } => match extract(file, stored, &prefix, &out).await {
+        } => match extract::extract(file, stored, &prefix, &out).await {
             Ok(()) => 0,
             Err(e) => fail(&e),
         },
@@ -378,447 +383,6 @@ async fn dispatch(cmd: Command) -> u8 {
             Err(e) => fail(&e),
         },
     }
-}
-
-fn policy_check(named: &[PathBuf]) -> u8 {
-    let files = match ops::load::policy_files(named) {
-        Ok(f) => f,
-        Err(e) => return fail(&e),
-    };
-    let mut code = 0;
-    for f in &files {
-        match ops::load_policy(f) {
-            Ok(lp) => out!(
-                "ok: {} (policy {}, {} endpoint(s), {} destination(s), {})",
-                f.display(),
-                lp.policy.name,
-                lp.policy.cluster.endpoints.len(),
-                lp.destinations.len(),
-                if lp.recipients.is_empty() {
-                    "unencrypted".to_owned()
-                } else {
-                    format!("{} age recipient(s)", lp.recipients.len())
-                }
-            ),
-            Err(e) => {
-                code = code.max(e.kind().exit_code());
-                eprintln!("error: {}", e.chain());
-            }
-        }
-    }
-    code
-}
-
-/// `lifeboat backup`'s arguments.
-struct BackupArgs<'a> {
-    policy: &'a std::path::Path,
-    from_file: Option<&'a std::path::Path>,
-    skip_hash_check: bool,
-    json_out: bool,
-    textfile: Option<&'a std::path::Path>,
-    retry: bool,
-}
-
-async fn backup(a: BackupArgs<'_>) -> Result<(), Error> {
-    let BackupArgs {
-        policy,
-        from_file,
-        skip_hash_check,
-        json_out,
-        textfile,
-        retry,
-    } = a;
-    let lp = ops::load_policy(policy)?;
-    let metrics = crate::daemon::metrics::Metrics::new();
-    let name = lp.policy.name.clone();
-    // SIGTERM/SIGINT (a stopped systemd unit, Ctrl-C) abort the run cleanly before its commit,
-    // and a retry waiting for its turn gives up. A backup from a file is short and local; it
-    // keeps the default signal handling.
-    let cancel = tokio_util::sync::CancellationToken::new();
-    let on_signal = cancel.clone();
-    let watch_signals = from_file.is_none();
-    tokio::spawn(async move {
-        if !watch_signals {
-            return;
-        }
-        use tokio::signal::unix::{SignalKind, signal};
-        if let (Ok(mut t), Ok(mut i)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
-            tokio::select! {
-                _ = t.recv() => {}
-                _ = i.recv() => {}
-            }
-            on_signal.cancel();
-        }
-    });
-    let observe = |ev: ops::RunEvent<'_>| match ev {
-        ops::RunEvent::Started(at) => metrics.attempt(&name, at),
-        ops::RunEvent::Ended { result, took } => match result {
-            Ok(ops::Outcome::Committed(r)) => metrics.success(&name, r, took),
-            Ok(ops::Outcome::Skipped { .. }) => metrics.skipped(&name, "taken"),
-            Err(e) => metrics.failure(&name, e),
-        },
-    };
-    let result = match from_file {
-        Some(f) => {
-            metrics.attempt(&name, chrono::Utc::now());
-            let t0 = std::time::Instant::now();
-            let r = ops::backup::backup_from_file(&lp, f, skip_hash_check)
-                .await
-                .map(|r| ops::Outcome::Committed(Box::new(r)));
-            observe(ops::RunEvent::Ended {
-                result: &r,
-                took: t0.elapsed(),
-            });
-            r
-        }
-        None => {
-            let run = ops::SlotRun {
-                abort: &cancel,
-                stop: &cancel,
-                retry,
-                gate: None,
-            };
-            ops::backup_in_slot(&lp, run, &observe).await
-        }
-    };
-    if let Some(path) = textfile {
-        if result.is_err() {
-            // Keep "last success" meaningful after a failure: the newest stored backup.
-            let listing = ops::list(&lp).await;
-            if let Some(b) = listing.backups.first() {
-                metrics.success_at(&name, b.manifest.finished_at);
-            }
-        }
-        if let Err(e) = metrics.write_textfile(path) {
-            eprintln!("warning: {}", e.chain());
-        }
-    }
-    let r = match result? {
-        ops::Outcome::Committed(r) => r,
-        ops::Outcome::Skipped { holder } => {
-            if json_out {
-                out!(
-                    "{}",
-                    serde_json::to_string_pretty(&json!({"skipped": true, "takenBy": holder}))
-                        .expect("json")
-                );
-            }
-            eprintln!(
-                "skipped: this slot of policy {name} is backed up by {holder} (spec.lock); \
-                 nothing to do"
-            );
-            return Ok(());
-        }
-    };
-    if json_out {
-        let prune = match &r.prune {
-            None => serde_json::Value::Null,
-            Some(Ok(p)) => prune::report_json(p),
-            Some(Err(e)) => json!({ "error": e.chain() }),
-        };
-        let earlier: Vec<_> = r
-            .earlier_runs
-            .iter()
-            .map(|f| {
-                json!({
-                    "startedAt": f.started_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                    "exitCode": f.kind.exit_code(),
-                    "error": f.error,
-                })
-            })
-            .collect();
-        let v = json!({
-            "id": r.manifest.id,
-            "policy": r.manifest.policy,
-            "destinations": r.destinations,
-            "failedAttempts": r.failed_attempts,
-            "earlierRuns": earlier,
-            "skippedDestinations": r.skipped_destinations,
-            "removedLeftovers": leftovers_json(&r.leftovers),
-            "manifest": r.manifest,
-            "prune": prune,
-        });
-        out!("{}", serde_json::to_string_pretty(&v).expect("json"));
-    } else {
-        out!("{}", r.manifest.id);
-        note_leftovers(&r.leftovers);
-        for f in &r.earlier_runs {
-            eprintln!(
-                "note: an earlier run of this slot failed and was retried: {}",
-                f.error
-            );
-        }
-    }
-    for a in &r.manifest.alarms {
-        eprintln!(
-            "warning: etcd alarm {} on member {}{}: {}",
-            a.alarm,
-            a.member,
-            if a.member_name.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", a.member_name)
-            },
-            crate::etcd::select::alarm_advice(&a.alarm)
-        );
-    }
-    for why in &r.skipped_destinations {
-        eprintln!("warning: {why}");
-    }
-    // The backup is committed either way; prune trouble is reported, never a failed backup.
-    match &r.prune {
-        Some(Ok(p)) => {
-            eprintln!("prune: {}", prune::summary(p));
-            for w in &p.warnings {
-                eprintln!("warning: prune: {w}");
-            }
-            for f in &p.failures {
-                eprintln!("warning: prune: {f}");
-            }
-        }
-        Some(Err(e)) => eprintln!(
-            "warning: backup {} is committed, but the prune after it failed: {}",
-            r.manifest.id,
-            e.chain()
-        ),
-        None => {}
-    }
-    Ok(())
-}
-
-async fn revlog(policy: &std::path::Path, textfile: Option<&std::path::Path>) -> Result<(), Error> {
-    use std::sync::Arc;
-    let lp = Arc::new(ops::load_policy(policy)?);
-    let status = Arc::new(ops::revlog::RevlogStatus::default());
-    let stop = tokio_util::sync::CancellationToken::new();
-    let on_signal = stop.clone();
-    tokio::spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let (Ok(mut t), Ok(mut i)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
-            tokio::select! {
-                _ = t.recv() => {}
-                _ = i.recv() => {}
-            }
-            on_signal.cancel();
-        }
-    });
-    if let Some(path) = textfile {
-        let (status, stop, name, path) = (
-            status.clone(),
-            stop.clone(),
-            lp.policy.name.clone(),
-            path.to_owned(),
-        );
-        tokio::spawn(async move {
-            let metrics = crate::daemon::metrics::Metrics::new();
-            loop {
-                metrics.revlog(&name, &status);
-                if let Err(e) = metrics.write_textfile(&path) {
-                    eprintln!("warning: {}", e.chain());
-                }
-                tokio::select! {
-                    () = tokio::time::sleep(std::time::Duration::from_secs(15)) => {}
-                    () = stop.cancelled() => return,
-                }
-            }
-        });
-    }
-    // The streamer is driven on a blocking thread: its futures are not provably `Send`
-    // (rust-lang/rust#102211), which tokio::spawn would need.
-    let handle = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || handle.block_on(ops::revlog::run(lp, status, stop)))
-        .await
-        .map_err(|e| Error::new(Kind::Internal, format!("revision log task failed: {e}")))?
-}
-
-async fn list(policy: &std::path::Path, json_out: bool) -> u8 {
-    let lp = match ops::load_policy(policy) {
-        Ok(lp) => lp,
-        Err(e) => return fail(&e),
-    };
-    let report = ops::list(&lp).await;
-    if json_out {
-        let rows: Vec<_> = report
-            .backups
-            .iter()
-            .map(|b| {
-                let m = &b.manifest;
-                json!({
-                    "id": m.id,
-                    "created": m.started_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                    "revision": m.snapshot.revision,
-                    "member": m.member,
-                    "clusterId": m.cluster_id,
-                    "dbSize": m.snapshot.db_size,
-                    "storedSize": m.stored.size,
-                    "encrypted": m.stored.encryption.is_some(),
-                    "destinations": b.destinations,
-                })
-            })
-            .collect();
-        out!("{}", serde_json::to_string_pretty(&rows).expect("json"));
-    } else {
-        out!(
-            "{:<23}  {:<20}  {:>10}  {:<16}  {:>10}  {:>10}  DESTINATIONS",
-            "ID",
-            "CREATED",
-            "REVISION",
-            "MEMBER",
-            "DB SIZE",
-            "STORED"
-        );
-        for b in &report.backups {
-            let m = &b.manifest;
-            let member = if m.member.name.is_empty() {
-                m.member.id.clone()
-            } else {
-                m.member.name.clone()
-            };
-            out!(
-                "{:<23}  {:<20}  {:>10}  {:<16}  {:>10}  {:>10}  {}",
-                m.id.as_str(),
-                m.started_at
-                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                m.snapshot.revision,
-                member,
-                human_bytes(m.snapshot.db_size),
-                human_bytes(m.stored.size),
-                b.destinations.join(",")
-            );
-        }
-    }
-    for p in &report.problems {
-        eprintln!("warning: {p}");
-    }
-    if report.problems.is_empty() {
-        0
-    } else {
-        Kind::Storage.exit_code()
-    }
-}
-
-/// A local snapshot file, or a stored backup fetched into a private temporary file (removed when
-/// the returned guard drops).
-async fn snapshot_source(
-    file: Option<PathBuf>,
-    stored: StoredArgs,
-) -> Result<(PathBuf, Option<ops::fetch::Fetched>), Error> {
-    if let Some(f) = file {
-        return Ok((f, None));
-    }
-    let (Some(policy), Some(id)) = (stored.policy, stored.backup) else {
-        unreachable!("clap requires a file or --policy with --backup")
-    };
-    let lp = ops::load_policy(&policy)?;
-    let fetched = ops::fetch::fetch(&lp, &id, &stored.identity).await?;
-    Ok((fetched.path.clone(), Some(fetched)))
-}
-
-async fn inspect(
-    file: Option<PathBuf>,
-    stored: StoredArgs,
-    keys: bool,
-    prefix: Option<String>,
-    skip_hash_check: bool,
-    json_out: bool,
-) -> Result<u8, Error> {
-    let (path, fetched) = snapshot_source(file, stored).await?;
-    let hashing = match &fetched {
-        Some(f) => Hashing::Known(f.image_sha256),
-        None if skip_hash_check => Hashing::Skip,
-        None => Hashing::Compute,
-    };
-    // With --keys, the listing shares the check's read of the file.
-    let key_prefix = keys.then(|| prefix.unwrap_or_default().into_bytes());
-    let (report, live) = tokio::task::spawn_blocking(move || match key_prefix {
-        Some(p) => ops::inspect::inspect_keys(&path, hashing, &p).map(|(r, k)| (r, Some(k))),
-        None => ops::inspect::inspect_file(&path, hashing).map(|r| (r, None)),
-    })
-    .await
-    .map_err(|e| Error::new(Kind::Internal, format!("inspect task failed: {e}")))??;
-    let problems = report.problems();
-    if let Some(live) = live {
-        if !problems.is_empty() {
-            return Err(damaged(&report));
-        }
-        if json_out {
-            out!(
-                "{}",
-                serde_json::to_string_pretty(&inspect::keys_json(&live)).expect("json")
-            );
-        } else {
-            inspect::print_keys(&live);
-        }
-        return Ok(0);
-    }
-    if json_out {
-        let mut v = inspect::report_json(&report);
-        if let Some(f) = &fetched {
-            v["backup"] = json!(f.manifest.id);
-            v["destination"] = json!(f.destination);
-        }
-        out!("{}", serde_json::to_string_pretty(&v).expect("json"));
-    } else {
-        if let Some(f) = &fetched {
-            out!(
-                "backup:            {} from destination {:?} (fetched into the file below, removed on exit)",
-                f.manifest.id,
-                f.destination
-            );
-        }
-        inspect::print_report(&report);
-    }
-    Ok(if problems.is_empty() {
-        0
-    } else {
-        Kind::Verify.exit_code()
-    })
-}
-
-fn damaged(r: &ops::inspect::FileReport) -> Error {
-    Error::new(
-        Kind::Verify,
-        format!(
-            "{} failed its checks, so its keys cannot be trusted:\n  {}\nrun `lifeboat inspect` on \
-             it for the full report",
-            r.path.display(),
-            r.problems().join("\n  ")
-        ),
-    )
-}
-
-async fn extract(
-    file: Option<PathBuf>,
-    stored: StoredArgs,
-    prefix: &str,
-    out: &std::path::Path,
-) -> Result<(), Error> {
-    let (path, fetched) = snapshot_source(file, stored).await?;
-    // A fetched backup was hashed while downloading; a local file is hashed here.
-    let hashing = fetched
-        .as_ref()
-        .map_or(Hashing::Compute, |f| Hashing::Known(f.image_sha256));
-    let (prefix, out) = (prefix.as_bytes().to_vec(), out.to_owned());
-    let r =
-        tokio::task::spawn_blocking(move || ops::inspect::extract(&path, hashing, &prefix, &out))
-            .await
-            .map_err(|e| Error::new(Kind::Internal, format!("extract task failed: {e}")))??;
-    for f in &r.files {
-        out!("{}", f.display());
-    }
-    eprintln!(
-        "{} key(s) at revision {} written under {}",
-        r.files.len(),
-        r.revision,
-        r.dir.display()
-    );
-    Ok(())
 }
 
 /// Leftovers of dead runs as JSON: `[{path, bytes, what}]`.
