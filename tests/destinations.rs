@@ -10,7 +10,7 @@ mod gcs_server;
 
 use common::*;
 use lifeboat::ops;
-use lifeboat::store::{Destination, PART_SIZE};
+use lifeboat::store::Destination;
 use sha2::{Digest, Sha256};
 use std::path::Path;
 
@@ -105,7 +105,8 @@ async fn every_destination_stores_lists_reads_refuses_overwrites_aborts_and_dele
         let d = load(&policy);
 
         // A multipart object of 2.5 parts, written in odd-sized pieces, reads back identical.
-        let len = PART_SIZE * 5 / 2;
+        let part = d.part_size();
+        let len = part * 5 / 2;
         let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
         let mut up = d.start_upload("conf/big.bin").await.unwrap();
         for piece in data.chunks(3 << 20) {
@@ -139,7 +140,7 @@ async fn every_destination_stores_lists_reads_refuses_overwrites_aborts_and_dele
 
         // An aborted multipart upload leaves nothing visible.
         let mut up = d.start_upload("conf/aborted.bin").await.unwrap();
-        up.write(&data[..PART_SIZE + 1]);
+        up.write(&data[..part + 1]);
         up.abort().await.unwrap();
 
         // Listing by prefix sees exactly what was committed, with sizes; another prefix is apart.

@@ -192,6 +192,8 @@ pub async fn from_url(url: &str) -> Result<Source> {
         prefix,
         options: BTreeMap::new(),
         required: true,
+        // Only read from: the part size is never used.
+        part_size: 5 << 20,
     };
     let destination = Destination::build(&spec, &BTreeMap::new())
         .map_err(|e| Error::new(Kind::Storage, format!("--from {url:?}: {e}")))?;

@@ -38,6 +38,7 @@ impl Shipping {
         let cfg = SealConfig {
             level: lp.policy.compression.level.0,
             threads: lp.policy.compression.threads,
+            job_size: lp.policy.compression.job_size.0 as u32,
             recipients: lp.recipients.clone(),
         };
         let seal_task = tokio::task::spawn_blocking(move || seal(plain_rx, spool, &cfg, sealed_tx));

@@ -92,7 +92,8 @@ pub fn policy_schema() -> Value {
                 }), &[]),
                 "compression": object(json!({
                     "level": {"type": "integer", "minimum": 1, "maximum": 19},
-                    "threads": count("zstd worker threads; 0 = all cores."),
+                    "threads": count("zstd worker threads; 0 = one fewer than the cores (1 to 4)."),
+                    "jobSize": {"type": "string", "description": "Input per zstd job, 512KiB to 256MiB (default 2MiB); memory grows with it times the threads."},
                 }), &[]),
                 "encryption": {"oneOf": [
                     {"const": "none"},
@@ -106,6 +107,7 @@ pub fn policy_schema() -> Value {
                     "url": {"type": "string", "pattern": "^(s3|gs|az|file)://"},
                     "options": {"type": "object", "additionalProperties": false, "properties": options},
                     "required": {"type": "boolean", "description": "false: a failure here does not fail the backup."},
+                    "partSize": {"type": "string", "description": "Bytes per uploaded part: object stores 5MiB (default) to 5GiB, local 64KiB to 1GiB (default 1MiB)."},
                 }), &["name", "url"])},
                 "retention": object(json!({
                     "keepLast": count("The newest N."),
@@ -153,10 +155,10 @@ spec:
   schedule: {cron: "0 2 * * *", timezone: UTC, jitter: 1m, staleAfter: 2d,
              retry: {attempts: 4, initialBackoff: 30s, maxBackoff: 5m}}
   snapshot: {spoolDir: /s, timeout: 1h, stallTimeout: 1m, maxAttempts: 2}
-  compression: {level: 3, threads: 2}
+  compression: {level: 3, threads: 2, jobSize: 4MiB}
   encryption: {recipients: [], recipientsFile: /r}
   destinations:
-    - {name: a, url: "s3://b/p", options: {region: x}, required: false}
+    - {name: a, url: "s3://b/p", options: {region: x}, required: false, partSize: 16MiB}
 DESTINATIONS  retention: {keepLast: 1, keepHourly: 1, keepDaily: 1, keepWeekly: 1, keepMonthly: 1,
               keepYearly: 1, keepWithin: 1h, pruneAfterBackup: false, orphanGrace: 2h}
   lock: {etcd: {ttl: 30s}}

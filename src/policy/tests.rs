@@ -460,3 +460,30 @@ fn pitr_defaults_sizes_and_limits() {
     let e = err(&with("{window: 10s, segmentMaxAge: 1m}"));
     assert!(e.message.contains("shorter than segmentMaxAge"), "{e}");
 }
+
+#[test]
+fn part_and_job_sizes_have_defaults_and_limits() {
+    let r = recipient();
+    let p = parse("p.yaml", &full(&r)).unwrap();
+    assert_eq!(p.destinations[0].part_size, 5 << 20, "object stores: 5 MiB");
+    assert_eq!(p.destinations[1].part_size, 1 << 20, "local: 1 MiB");
+    assert_eq!(p.compression.job_size.0, 2 << 20);
+
+    let text = full(&r).replace(
+        r#"url: "file:///var/backups/etcd"}"#,
+        r#"url: "file:///var/backups/etcd", partSize: 256KiB}"#,
+    );
+    let p = parse("p.yaml", &text).unwrap();
+    assert_eq!(p.destinations[1].part_size, 256 << 10);
+
+    // S3 refuses parts under 5 MiB; say so before a backup runs into it.
+    let e = err(&full(&r).replace("allowHttp: true}}", "allowHttp: true}, partSize: 1MiB}"));
+    assert!(
+        e.to_string()
+            .contains("partSize 1048576 bytes is out of range"),
+        "{e}"
+    );
+    let e = err(&full(&r).replace("threads: 0}", "threads: 0, jobSize: 100KiB}"));
+    assert!(e.to_string().contains("between 512KiB and 256MiB"), "{e}");
+    assert!(e.to_string().contains("p.yaml:"), "located: {e}");
+}

@@ -19,9 +19,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Multipart part size. S3 needs at least 5 MiB; 10,000 parts of 8 MiB cover 78 GiB.
-pub const PART_SIZE: usize = 8 << 20;
-/// Parts in flight per destination; with [`PART_SIZE`] bounds upload memory per destination.
+/// Parts in flight per destination; with the destination's `partSize` it bounds upload memory.
 pub const PARTS_IN_FLIGHT: usize = 2;
 
 /// One object listed under a policy prefix.
@@ -46,6 +44,7 @@ pub struct Destination {
     prefix: String,
     /// `required: false` destinations may fail without failing the backup.
     pub required: bool,
+    part_size: usize,
 }
 
 impl std::fmt::Debug for Destination {
@@ -120,6 +119,7 @@ impl Destination {
             store,
             prefix: spec.prefix.clone(),
             required: spec.required,
+            part_size: spec.part_size as usize,
         })
     }
 
@@ -143,10 +143,15 @@ impl Destination {
         }
     }
 
+    /// Bytes per uploaded part (the policy's `partSize` or the kind's default).
+    pub fn part_size(&self) -> usize {
+        self.part_size
+    }
+
     /// Start a multipart upload of `key`.
     pub async fn start_upload(&self, key: &str) -> object_store::Result<WriteMultipart> {
         let up = self.store.put_multipart(&self.path(key)).await?;
-        Ok(WriteMultipart::new_with_chunk_size(up, PART_SIZE))
+        Ok(WriteMultipart::new_with_chunk_size(up, self.part_size))
     }
 
     /// Write a small object only if it does not exist yet (manifests are never overwritten).

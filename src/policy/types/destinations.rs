@@ -70,7 +70,16 @@ pub struct DestinationSpec {
     /// Whether a backup needs this destination to be committed (default). A destination with
     /// `required: false` that fails is left out of that backup, which is committed elsewhere.
     pub required: bool,
+    /// Bytes per uploaded part. Upload memory per destination is about this times three (one
+    /// part filling, two in flight).
+    pub part_size: u64,
 }
+
+/// Object stores refuse parts under 5 MiB (but the last) and over 5 GiB; 5 MiB parts allow
+/// 48 GiB objects within S3's 10,000 parts, far above any etcd database.
+const OBJECT_PART: (u64, u64, u64) = (5 << 20, 5 << 20, 5 << 30);
+/// A local part is one positioned write; small parts keep memory low at no cost.
+const LOCAL_PART: (u64, u64, u64) = (1 << 20, 64 << 10, 1 << 30);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -81,6 +90,8 @@ pub(super) struct RawDestination {
     options: RawOptions,
     #[serde(default = "yes")]
     required: bool,
+    #[serde(default)]
+    part_size: Option<ByteSize>,
 }
 
 /// A destination's options as written. Pairs object_store would resolve by silently ignoring
@@ -380,6 +391,18 @@ impl TryFrom<RawDestination> for DestinationSpec {
                 ));
             }
         }
+        let (default, min, max) = match kind {
+            DestinationKind::Local { .. } => LOCAL_PART,
+            _ => OBJECT_PART,
+        };
+        let part_size = raw.part_size.map_or(default, |b| b.0);
+        if !(min..=max).contains(&part_size) {
+            return Err(format!(
+                "destination {name:?}: partSize {part_size} bytes is out of range for {}; use \
+                 {} to {} bytes",
+                url, min, max
+            ));
+        }
         Ok(DestinationSpec {
             name,
             url,
@@ -387,6 +410,7 @@ impl TryFrom<RawDestination> for DestinationSpec {
             prefix,
             options,
             required: raw.required,
+            part_size,
         })
     }
 }

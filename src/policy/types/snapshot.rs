@@ -71,9 +71,33 @@ pub struct CompressionSpec {
     /// zstd level, 1 (fastest) to 19 (smallest).
     #[serde(default = "default_level")]
     pub level: Level,
-    /// Compression worker threads; 0 means one per core.
+    /// Compression worker threads; 0 means one fewer than the cores (at least 1, at most 4).
     #[serde(default)]
     pub threads: u32,
+    /// Input bytes per zstd job (512KiB to 256MiB): memory grows with it times the threads;
+    /// larger jobs compress very slightly better.
+    #[serde(default = "default_job_size")]
+    pub job_size: JobSize,
+}
+
+pub(super) fn default_job_size() -> JobSize {
+    JobSize(2 << 20)
+}
+
+/// zstd job size, within zstd's multithreading limits and a memory ceiling of our own.
+#[derive(Debug, Clone, Copy)]
+pub struct JobSize(pub u64);
+impl<'de> Deserialize<'de> for JobSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = ByteSize::deserialize(d)?.0;
+        if ((512 << 10)..=(256 << 20)).contains(&n) {
+            Ok(JobSize(n))
+        } else {
+            Err(de::Error::custom(format!(
+                "compression jobSize {n} bytes: must be between 512KiB and 256MiB"
+            )))
+        }
+    }
 }
 
 pub(super) fn default_level() -> Level {
@@ -85,6 +109,7 @@ impl Default for CompressionSpec {
         Self {
             level: default_level(),
             threads: 0,
+            job_size: default_job_size(),
         }
     }
 }
