@@ -39,5 +39,6 @@ pub mod revlog;
 pub mod runbook;
 pub mod store;
 pub mod telemetry;
+pub mod watchdog;
 
 pub use error::{Error, Kind, Result};

@@ -36,6 +36,11 @@ pub struct CheckArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    /// Write lifeboat_last_check_success_timestamp_seconds and lifeboat_check_failures_total
+    /// to this file, atomically, for node_exporter's textfile collector (use a file of its own,
+    /// beside the backup's).
+    #[arg(long, value_name = "PATH")]
+    metrics_textfile: Option<PathBuf>,
 }
 
 impl CheckArgs {
@@ -221,11 +226,19 @@ pub async fn check(a: CheckArgs) -> Result<u8, Error> {
     for p in &r.problems {
         eprintln!("warning: {p}");
     }
-    Ok(if r.any_failed() || pitr_failed {
+    let code = if r.any_failed() || pitr_failed {
         Kind::Verify.exit_code()
     } else if !r.problems.is_empty() {
         Kind::Storage.exit_code()
     } else {
         0
-    })
+    };
+    if let Some(path) = &a.metrics_textfile {
+        let metrics = crate::daemon::metrics::Metrics::new();
+        metrics.check(&lp.policy.name, code == 0, chrono::Utc::now());
+        if let Err(e) = metrics.write_textfile(path) {
+            eprintln!("warning: {}", e.chain());
+        }
+    }
+    Ok(code)
 }

@@ -31,6 +31,7 @@ mod policy;
 mod prune;
 mod restore;
 mod revlog;
+mod status;
 
 /// Verified, encrypted backups of etcd clusters.
 #[derive(Debug, Parser)]
@@ -114,6 +115,21 @@ enum Command {
         /// collector).
         #[arg(long, value_name = "PATH")]
         metrics_textfile: Option<PathBuf>,
+    },
+    /// Every member's health and what to do about it (read-only).
+    ///
+    /// A table of every member (endpoint, name, version, database size and in use, quota, leader,
+    /// learner, raft term/index/applied, errors, alarms), then advice in plain words with the
+    /// exact commands: defragmentation, NOSPACE recovery, quota headroom, lagging or missing
+    /// members. It never defragments, compacts or disarms. Exit code: 0 healthy, 10 degraded,
+    /// 4 down (no quorum, no leader or no member answers).
+    Status {
+        /// Policy file (its cluster section is used).
+        #[arg(long)]
+        policy: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// List a policy's backups, newest first.
     List {
@@ -305,6 +321,10 @@ async fn dispatch(cmd: Command) -> u8 {
             }
         }
         Command::List { policy, json } => list::list(&policy, json).await,
+        Command::Status { policy, json } => match status::status(&policy, json).await {
+            Ok(code) => code,
+            Err(e) => fail(&e),
+        },
         Command::Revlog {
             policy,
             metrics_textfile,

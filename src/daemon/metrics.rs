@@ -28,7 +28,38 @@ pub struct Metrics {
     reload_errors: IntCounterVec,
     revlog: IntGaugeVec,
     revlog_f: GaugeVec,
+    schedule_interval: GaugeVec,
+    last_check: GaugeVec,
+    check_failures: IntCounterVec,
+    last_prune: GaugeVec,
+    destination_up: IntGaugeVec,
+    etcd: Vec<IntGaugeVec>,
+    etcd_quota: IntGaugeVec,
+    etcd_term: IntGaugeVec,
+    etcd_alarm: IntGaugeVec,
+    etcd_leader_changes: IntCounterVec,
+    etcd_last_probe: GaugeVec,
+    /// The leader each policy's last probe saw, to count changes between probes.
+    leaders: std::sync::Mutex<BTreeMap<String, u64>>,
 }
+
+/// Per-member gauges, each a metric of its own (`lifeboat_etcd_member_<what>`).
+const MEMBER_GAUGES: [(&str, &str); 8] = [
+    ("up", "1 if the member answered the last probe, 0 if not."),
+    (
+        "db_size_bytes",
+        "Physically allocated size of the member's database.",
+    ),
+    (
+        "db_size_in_use_bytes",
+        "Logically used size of the member's database (the rest a defragmentation returns).",
+    ),
+    ("is_leader", "1 if the member is the leader."),
+    ("is_learner", "1 if the member is a learner."),
+    ("has_leader", "1 if the member knows a leader."),
+    ("raft_index", "The member's raft (committed) index."),
+    ("raft_applied_index", "The member's applied raft index."),
+];
 
 fn ts(t: DateTime<Utc>) -> f64 {
     t.timestamp_millis() as f64 / 1000.0
@@ -172,7 +203,183 @@ impl Metrics {
                  last committed segment) and lag (age of the oldest revision not yet committed).",
                 &["policy", "what"]
             ),
+            schedule_interval: reg!(
+                GaugeVec,
+                "lifeboat_schedule_interval_seconds",
+                "The longest gap between two scheduled runs of the policy: one stale rule fits \
+                 every schedule.",
+                p
+            ),
+            last_check: reg!(
+                GaugeVec,
+                "lifeboat_last_check_success_timestamp_seconds",
+                "When `lifeboat check` last passed for the policy (Unix time; 0: never).",
+                p
+            ),
+            check_failures: reg!(
+                IntCounterVec,
+                "lifeboat_check_failures_total",
+                "`lifeboat check` runs that found a problem or failed.",
+                p
+            ),
+            last_prune: reg!(
+                GaugeVec,
+                "lifeboat_last_prune_success_timestamp_seconds",
+                "When a prune of the policy last completed without failures (Unix time).",
+                p
+            ),
+            destination_up: reg!(
+                IntGaugeVec,
+                "lifeboat_destination_up",
+                "1 if the destination answered its last listing or upload, 0 if not.",
+                pd
+            ),
+            etcd: MEMBER_GAUGES
+                .iter()
+                .map(|(what, help)| {
+                    reg!(
+                        IntGaugeVec,
+                        format!("lifeboat_etcd_member_{what}"),
+                        *help,
+                        &["policy", "endpoint"]
+                    )
+                })
+                .collect(),
+            etcd_quota: reg!(
+                IntGaugeVec,
+                "lifeboat_etcd_quota_backend_bytes",
+                "The backend quota the percentages use: spec.cluster.quotaBackendBytes \
+                 (default 2 GiB, etcd's default).",
+                p
+            ),
+            etcd_term: reg!(
+                IntGaugeVec,
+                "lifeboat_etcd_raft_term",
+                "The largest raft term any member reported; every election increments it.",
+                p
+            ),
+            etcd_alarm: reg!(
+                IntGaugeVec,
+                "lifeboat_etcd_alarm",
+                "1 if the alarm is raised for the member, else 0 (NOSPACE and CORRUPT always \
+                 exported).",
+                &["policy", "endpoint", "alarm"]
+            ),
+            etcd_leader_changes: reg!(
+                IntCounterVec,
+                "lifeboat_etcd_leader_changes_observed_total",
+                "Leader changes seen between two probes (elections between probes that end \
+                 with the same leader are only in lifeboat_etcd_raft_term).",
+                p
+            ),
+            etcd_last_probe: reg!(
+                GaugeVec,
+                "lifeboat_etcd_last_probe_timestamp_seconds",
+                "When the watchdog last probed the cluster (Unix time).",
+                p
+            ),
+            leaders: std::sync::Mutex::new(BTreeMap::new()),
             registry,
+        }
+    }
+
+    /// A watchdog probe of every member (daemon loop, `backup --metrics-textfile`).
+    pub fn probe(&self, policy: &str, h: &crate::watchdog::Health, at: DateTime<Utc>) {
+        self.etcd_last_probe
+            .with_label_values(&[policy])
+            .set(ts(at));
+        self.etcd_quota
+            .with_label_values(&[policy])
+            .set(h.quota as i64);
+        if h.raft_term > 0 {
+            self.etcd_term
+                .with_label_values(&[policy])
+                .set(h.raft_term as i64);
+        }
+        for m in &h.members {
+            let ep = m.endpoint.as_str();
+            let values: [Option<i64>; 8] = match &m.status {
+                Some(s) => [
+                    Some(1),
+                    Some(s.db_size),
+                    Some(s.db_size_in_use),
+                    Some(i64::from(m.is_leader())),
+                    Some(i64::from(s.is_learner)),
+                    Some(i64::from(s.leader != 0)),
+                    Some(s.raft_index as i64),
+                    Some(s.raft_applied_index as i64),
+                ],
+                // A member that does not answer has no size or index: drop them rather than
+                // export stale values as if they were current.
+                None => [Some(0), None, None, Some(0), None, Some(0), None, None],
+            };
+            for (g, v) in self.etcd.iter().zip(values) {
+                match v {
+                    Some(v) => g.with_label_values(&[policy, ep]).set(v),
+                    None => {
+                        let _ = g.remove_label_values(&[policy, ep]);
+                    }
+                }
+            }
+            for kind in crate::watchdog::ALARM_KINDS {
+                let raised = m.alarms.iter().any(|a| a == kind);
+                self.etcd_alarm
+                    .with_label_values(&[policy, ep, kind])
+                    .set(i64::from(raised));
+            }
+        }
+        let leader = h
+            .members
+            .iter()
+            .filter_map(|m| m.status.as_ref())
+            .map(|s| s.leader)
+            .find(|&l| l != 0);
+        let counter = self.etcd_leader_changes.with_label_values(&[policy]);
+        if let Some(leader) = leader {
+            let mut seen = self.leaders.lock().expect("leaders lock");
+            if seen
+                .insert(policy.to_owned(), leader)
+                .is_some_and(|was| was != leader)
+            {
+                counter.inc();
+            }
+        }
+    }
+
+    /// The policy's schedule, so that one stale rule fits every policy; and 0 for the
+    /// timestamps it has never had, so that "never" reads as stale rather than as absent.
+    pub fn policy_known(&self, policy: &str, interval: Option<Duration>) {
+        if let Some(i) = interval {
+            self.schedule_interval
+                .with_label_values(&[policy])
+                .set(i.as_secs_f64());
+        }
+        self.last_success.with_label_values(&[policy]);
+        self.runs.with_label_values(&[policy]);
+    }
+
+    /// A `lifeboat check` of the policy ended.
+    pub fn check(&self, policy: &str, passed: bool, at: DateTime<Utc>) {
+        let failures = self.check_failures.with_label_values(&[policy]);
+        if passed {
+            self.last_check.with_label_values(&[policy]).set(ts(at));
+        } else {
+            failures.inc();
+        }
+    }
+
+    /// Whether each destination answered (a listing or an upload).
+    pub fn destinations_seen<'a>(
+        &self,
+        policy: &str,
+        up: impl Iterator<Item = &'a str>,
+        down: impl Iterator<Item = &'a str>,
+    ) {
+        for d in up {
+            self.destination_up.with_label_values(&[policy, d]).set(1);
+        }
+        for d in down {
+            self.destination_up.with_label_values(&[policy, d]).set(0);
         }
     }
 
@@ -213,6 +420,11 @@ impl Metrics {
     /// A run committed a backup.
     pub fn success(&self, policy: &str, r: &BackupReport, took: Duration) {
         let m = &r.manifest;
+        self.destinations_seen(
+            policy,
+            r.destinations.iter().map(String::as_str),
+            std::iter::empty(),
+        );
         self.success_at(policy, m.finished_at);
         self.duration
             .with_label_values(&[policy, "backup"])
@@ -246,7 +458,11 @@ impl Metrics {
                         .filter(|b| !b.removed)
                         .map(|b| (&b.destinations[..], b.manifest.stored.size)),
                 );
-                if !p.failures.is_empty() {
+                if p.failures.is_empty() {
+                    self.last_prune
+                        .with_label_values(&[policy])
+                        .set(ts(Utc::now()));
+                } else {
                     self.failures.with_label_values(&[policy, "prune"]).inc();
                 }
             }

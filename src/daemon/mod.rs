@@ -73,6 +73,8 @@ struct Runner {
     tracker: TaskTracker,
     /// The revision-log streamer of each policy with `spec.pitr`: its status and its stop.
     streamers: Mutex<BTreeMap<String, (Arc<ops::revlog::RevlogStatus>, CancellationToken)>>,
+    /// The stop of each policy's watchdog probe loop.
+    monitors: Mutex<Vec<CancellationToken>>,
 }
 
 impl Runner {
@@ -99,6 +101,64 @@ impl Runner {
                     error!(policy = %name, error = %e.chain(), "The revision log cannot run");
                 }
             });
+        }
+    }
+
+    /// Start the watchdog probe loop of every policy (`spec.monitor.interval`, off with 0s),
+    /// after stopping those running; also export what each policy's stale rule needs.
+    fn restart_monitors(self: &Arc<Self>) {
+        let mut monitors = self.monitors.lock().expect("monitors lock");
+        for stop in monitors.drain(..) {
+            stop.cancel();
+        }
+        for (name, st) in self.all() {
+            let lp = st.current();
+            let interval = lp
+                .policy
+                .schedule
+                .as_ref()
+                .and_then(|s| s.longest_gap(Utc::now()));
+            self.metrics.policy_known(&name, interval);
+            let every = lp.policy.monitor.interval.0;
+            if every.is_zero() {
+                continue;
+            }
+            let stop = self.stop.child_token();
+            monitors.push(stop.clone());
+            let runner = self.clone();
+            let handle = tokio::runtime::Handle::current();
+            // On its own thread like the runs and streamers (rust-lang/rust#102211).
+            self.tracker.spawn_blocking(move || handle.block_on(async move {
+                let mut last = None;
+                loop {
+                    let health = ops::monitor::probe(&lp).await;
+                    runner.metrics.probe(&name, &health, Utc::now());
+                    if last != Some(health.verdict) {
+                        let topics: Vec<&str> = health.advice.iter().map(|a| a.topic).collect();
+                        let verdict = health.verdict.as_str();
+                        if health.verdict == crate::watchdog::Verdict::Healthy {
+                            info!(policy = %name, verdict, "etcd cluster health");
+                        } else {
+                            warn!(policy = %name, verdict, advice = ?topics, "etcd cluster health (lifeboat status --policy ... says what to do)");
+                        }
+                        last = Some(health.verdict);
+                    }
+                    // Destination reachability, and what each holds, from a listing.
+                    let listing = ops::list(&lp).await;
+                    runner.metrics.destinations_seen(
+                        &name,
+                        lp.destinations
+                            .iter()
+                            .map(|d| d.name.as_str())
+                            .filter(|d| !listing.unlisted.iter().any(|u| u == d)),
+                        listing.unlisted.iter().map(String::as_str),
+                    );
+                    tokio::select! {
+                        () = tokio::time::sleep(every) => {}
+                        () = stop.cancelled() => return,
+                    }
+                }
+            }));
         }
     }
 
@@ -313,6 +373,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
         stopping: AtomicBool::new(false),
         tracker: TaskTracker::new(),
         streamers: Mutex::new(BTreeMap::new()),
+        monitors: Mutex::new(Vec::new()),
     });
 
     let server_stop = CancellationToken::new();
@@ -339,6 +400,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
     let mut jobs = schedule_all(&runner, &sched).await?;
     sched.start().await.map_err(sched_err)?;
     runner.restart_streamers();
+    runner.restart_monitors();
     catch_up(&runner).await;
 
     loop {
@@ -353,6 +415,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
                 }
                 jobs = schedule_all(&runner, &sched).await?;
                 runner.restart_streamers();
+                runner.restart_monitors();
             }
         }
     }

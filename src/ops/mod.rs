@@ -11,6 +11,7 @@ pub mod keys;
 pub mod list;
 pub mod load;
 pub mod lock;
+pub mod monitor;
 pub mod pitr;
 pub mod prune;
 pub mod restore;

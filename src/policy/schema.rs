@@ -65,6 +65,7 @@ pub fn policy_schema() -> Value {
                     "tls": object(json!({"caFile": path, "certFile": path, "keyFile": path}), &[]),
                     "auth": object(json!({"username": {"type": "string", "minLength": 1},
                                           "passwordFile": path}), &["username", "passwordFile"]),
+                    "quotaBackendBytes": {"type": ["string", "integer"], "description": "The members' --quota-backend-bytes (default 2GiB), for the watchdog's quota percentages."},
                     "selection": object(json!({
                         "prefer": {"enum": ["follower", "leader", "any"]},
                         "maxRaftLag": count("Skip members this many applied entries behind."),
@@ -84,6 +85,9 @@ pub fn policy_schema() -> Value {
                         "maxBackoff": duration("Longest delay between runs."),
                     }), &[]),
                 }), &["cron"]),
+                "monitor": object(json!({
+                    "interval": duration("Between the daemon's watchdog probes of every member; 0s = off (default 60s)."),
+                }), &[]),
                 "snapshot": object(json!({
                     "spoolDir": path,
                     "timeout": duration("Whole snapshot stream."),
@@ -152,6 +156,7 @@ spec:
     tls: {caFile: /ca, certFile: /c, keyFile: /k}
     auth: {username: root, passwordFile: /pw}
     selection: {prefer: any, maxRaftLag: 10, statusTimeout: 5s, waitForLeader: 10s}
+    quotaBackendBytes: 8GiB
   schedule: {cron: "0 2 * * *", timezone: UTC, jitter: 1m, staleAfter: 2d,
              retry: {attempts: 4, initialBackoff: 30s, maxBackoff: 5m}}
   snapshot: {spoolDir: /s, timeout: 1h, stallTimeout: 1m, maxAttempts: 2}
@@ -163,6 +168,7 @@ DESTINATIONS  retention: {keepLast: 1, keepHourly: 1, keepDaily: 1, keepWeekly: 
               keepYearly: 1, keepWithin: 1h, pruneAfterBackup: false, orphanGrace: 2h}
   lock: {etcd: {ttl: 30s}}
   pitr: {segmentMaxAge: 30s, segmentMaxBytes: 16MiB, window: 24h}
+  monitor: {interval: 30s}
 "#;
         // One destination per option of each scheme (with what it needs beside it), since
         // some options exclude others (a secret inline and as a file, credentials object_store

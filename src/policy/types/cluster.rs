@@ -18,6 +18,9 @@ pub struct Cluster {
     pub auth: Option<Auth>,
     /// How to pick the member to snapshot.
     pub selection: Selection,
+    /// The members' `--quota-backend-bytes` (etcd before 3.6 does not report it), for the
+    /// watchdog's quota percentages and alerts.
+    pub quota_backend_bytes: u64,
 }
 
 #[derive(Deserialize)]
@@ -30,6 +33,8 @@ pub(super) struct RawCluster {
     auth: Option<Auth>,
     #[serde(default)]
     selection: Selection,
+    #[serde(default)]
+    quota_backend_bytes: Option<ByteSize>,
 }
 
 impl TryFrom<RawCluster> for Cluster {
@@ -79,6 +84,9 @@ impl TryFrom<RawCluster> for Cluster {
             tls: raw.tls,
             auth: raw.auth,
             selection: raw.selection,
+            quota_backend_bytes: raw
+                .quota_backend_bytes
+                .map_or(crate::watchdog::DEFAULT_QUOTA, |b| b.0),
         })
     }
 }

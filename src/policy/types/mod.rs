@@ -27,6 +27,8 @@ pub struct Policy {
     pub lock: Option<LockSpec>,
     /// The revision log for point-in-time recovery (absent: off).
     pub pitr: Option<PitrSpec>,
+    /// The daemon's watchdog probe (on by default, every 60s).
+    pub monitor: MonitorSpec,
 }
 
 #[derive(Deserialize)]
@@ -52,6 +54,7 @@ impl PolicyDocument {
             retention,
             lock,
             pitr,
+            monitor,
         } = self.spec;
         Policy {
             name: self.metadata.name.0,
@@ -64,6 +67,7 @@ impl PolicyDocument {
             retention,
             lock,
             pitr,
+            monitor,
         }
     }
 }
@@ -137,12 +141,15 @@ struct Spec {
     lock: Option<LockSpec>,
     #[serde(default)]
     pitr: Option<PitrSpec>,
+    #[serde(default)]
+    monitor: MonitorSpec,
 }
 
 mod cluster;
 mod destinations;
 mod encryption;
 mod lock;
+mod monitor;
 mod pitr;
 mod retention;
 mod schedule;
@@ -153,6 +160,7 @@ pub use cluster::*;
 pub use destinations::*;
 pub use encryption::*;
 pub use lock::*;
+pub use monitor::*;
 pub use pitr::*;
 pub use retention::*;
 pub use schedule::*;

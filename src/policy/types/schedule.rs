@@ -115,6 +115,21 @@ impl Schedule {
         (b - a).to_std().ok()
     }
 
+    /// The longest gap between two consecutive runs over the next 200 runs from `t` (a weekday
+    /// schedule's weekend, a month's longest stretch): what a staleness rule must allow.
+    pub fn longest_gap(&self, t: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+        let mut prev = self.next_after(t)?;
+        let mut longest = Duration::ZERO;
+        for _ in 0..200 {
+            let Some(next) = self.next_after(prev) else {
+                break;
+            };
+            longest = longest.max((next - prev).to_std().unwrap_or_default());
+            prev = next;
+        }
+        Some(longest)
+    }
+
     /// The slot `t` falls in: the latest scheduled run at or before `t`. Every host computes the
     /// same slot for a run however late jitter started it.
     pub fn slot_at(
