@@ -41,6 +41,7 @@ pub struct Metrics {
     etcd_last_probe: GaugeVec,
     /// The leader each policy's last probe saw, to count changes between probes.
     leaders: std::sync::Mutex<BTreeMap<String, u64>>,
+    names: Vec<String>,
 }
 
 /// Per-member gauges, each a metric of its own (`lifeboat_etcd_member_<what>`).
@@ -89,9 +90,12 @@ impl Metrics {
     /// A fresh registry with every metric registered.
     pub fn new() -> Self {
         let registry = Registry::new();
+        let names = std::cell::RefCell::new(Vec::new());
         macro_rules! reg {
             ($ty:ident, $name:expr, $help:expr, $labels:expr) => {{
-                let m = $ty::new(Opts::new($name, $help), $labels).expect("valid metric");
+                let opts = Opts::new($name, $help);
+                names.borrow_mut().push(opts.name.clone());
+                let m = $ty::new(opts, $labels).expect("valid metric");
                 registry
                     .register(Box::new(m.clone()))
                     .expect("unique metric");
@@ -279,8 +283,14 @@ impl Metrics {
                 p
             ),
             leaders: std::sync::Mutex::new(BTreeMap::new()),
+            names: names.take(),
             registry,
         }
+    }
+
+    /// The name of every metric lifeboat can export (a series appears once it has a value).
+    pub fn names(&self) -> &[String] {
+        &self.names
     }
 
     /// A watchdog probe of every member (daemon loop, `backup --metrics-textfile`).
