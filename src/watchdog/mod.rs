@@ -241,6 +241,13 @@ pub fn assess(probes: &[Probe], quota: u64) -> Health {
         worse(Verdict::Degraded);
         let names: Vec<String> = nospace.iter().map(|m| m.label()).collect();
         let ep = nospace[0].endpoint.as_str();
+        // Every member that answers, followers first and the leader last.
+        let mut order: Vec<&MemberView> = up.clone();
+        order.sort_by_key(|m| m.is_leader());
+        let defrags: Vec<String> = order
+            .iter()
+            .map(|m| format!("etcdctl --endpoints={} defrag", m.endpoint))
+            .collect();
         advice.push(Advice {
             severity: Severity::Critical,
             topic: "nospace",
@@ -252,12 +259,13 @@ pub fn assess(probes: &[Probe], quota: u64) -> Health {
                  status -w json | grep -o '\"revision\":[0-9]*' | cut -d: -f2); etcdctl \
                  --endpoints={ep} compaction \"$rev\"\n\
                  3. defragment every member, one at a time, followers first and the leader \
-                 last: etcdctl --endpoints=<member> defrag\n\
+                 last, each healthy again before the next: {}\n\
                  4. disarm: etcdctl --endpoints={ep} alarm disarm\n\
                  5. find what filled it (events, a runaway controller) or raise \
                  --quota-backend-bytes (8 GiB at most is suggested) and \
                  spec.cluster.quotaBackendBytes with it.",
-                names.join(", ")
+                names.join(", "),
+                defrags.join("; ")
             ),
         });
     }
@@ -296,8 +304,8 @@ pub fn assess(probes: &[Probe], quota: u64) -> Health {
                 topic: "quota",
                 text: format!(
                     "The largest database is {} of the {} quota ({:.0} %): at 100 % etcd raises \
-                     NOSPACE and refuses writes. Defragment members whose in-use share is low \
-                     (below), compact if the history is long, or raise --quota-backend-bytes \
+                     NOSPACE and refuses writes. Defragment members whose in-use share is low, \
+                     compact if the history is long, or raise --quota-backend-bytes \
                      (and spec.cluster.quotaBackendBytes) before it fills.",
                     mib(size),
                     mib(quota),
