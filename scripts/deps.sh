@@ -40,23 +40,24 @@ apt_install() {
   }
 }
 
-deps_demo() {
-  local need=()
+# need_demo: appends to the caller's `need` the packages the demo (and the build) lack.
+need_demo() {
   command -v etcd >/dev/null || need+=(etcd-server)
   command -v etcdctl >/dev/null || need+=(etcd-client)
   command -v protoc >/dev/null || need+=(protobuf-compiler)
   # protoc's well-known types (descriptor.proto) come in libprotobuf-dev, a mere recommendation.
   [ -e /usr/include/google/protobuf/descriptor.proto ] || need+=(libprotobuf-dev)
+}
+
+deps_demo() {
+  local need=()
+  need_demo
   [ ${#need[@]} -eq 0 ] || apt_install "${need[@]}"
 }
 
 deps_test() {
   local need=()
-  command -v etcd >/dev/null || need+=(etcd-server)
-  command -v etcdctl >/dev/null || need+=(etcd-client)
-  command -v protoc >/dev/null || need+=(protobuf-compiler)
-  # protoc's well-known types (descriptor.proto) come in libprotobuf-dev, a mere recommendation.
-  [ -e /usr/include/google/protobuf/descriptor.proto ] || need+=(libprotobuf-dev)
+  need_demo
   command -v curl >/dev/null || need+=(curl)
   command -v openssl >/dev/null || need+=(openssl)
   command -v promtool >/dev/null || need+=(prometheus)

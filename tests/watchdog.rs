@@ -53,22 +53,6 @@ fn topics(v: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
-/// Put random 100 KB values until the cluster refuses with NOSPACE.
-async fn fill_until_nospace(cluster: &EtcdCluster) {
-    let mut c = etcd_client::Client::connect(cluster.endpoints(), None)
-        .await
-        .unwrap();
-    for i in 0..2000 {
-        let mut v = vec![0u8; 100_000];
-        rand::RngCore::fill_bytes(&mut rand::rng(), &mut v);
-        if let Err(e) = c.put(format!("/fill/{i:05}"), v, None).await {
-            assert!(e.to_string().contains("space exceeded"), "{e}");
-            return;
-        }
-    }
-    panic!("the quota was never reached");
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn status_and_probe_metrics_follow_nospace_and_dead_members_and_a_missing_bucket() {
     // m2's backend quota is small: it fills first and raises NOSPACE for itself.

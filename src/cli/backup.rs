@@ -29,24 +29,9 @@ pub(super) async fn backup(a: BackupArgs<'_>) -> Result<(), Error> {
     // and a retry waiting for its turn gives up. A backup from a file is short and local; it
     // keeps the default signal handling.
     let cancel = tokio_util::sync::CancellationToken::new();
-    let on_signal = cancel.clone();
-    let watch_signals = from_file.is_none();
-    tokio::spawn(async move {
-        if !watch_signals {
-            return;
-        }
-        use tokio::signal::unix::{SignalKind, signal};
-        if let (Ok(mut t), Ok(mut i)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
-            tokio::select! {
-                _ = t.recv() => {}
-                _ = i.recv() => {}
-            }
-            on_signal.cancel();
-        }
-    });
+    if from_file.is_none() {
+        cancel_on_signals(&cancel);
+    }
     let observe = |ev: ops::RunEvent<'_>| match ev {
         ops::RunEvent::Started(at) => metrics.attempt(&name, at),
         ops::RunEvent::Ended { result, took } => match result {

@@ -405,6 +405,25 @@ async fn dispatch(cmd: Command) -> u8 {
     }
 }
 
+/// Cancel `token` on SIGTERM or SIGINT (a stopped systemd unit, Ctrl-C), so that a long
+/// operation stops cleanly instead of dying mid-write.
+fn cancel_on_signals(token: &tokio_util::sync::CancellationToken) {
+    let token = token.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let (Ok(mut t), Ok(mut i)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            tokio::select! {
+                _ = t.recv() => {}
+                _ = i.recv() => {}
+            }
+            token.cancel();
+        }
+    });
+}
+
 /// Leftovers of dead runs as JSON: `[{path, bytes, what}]`.
 fn leftovers_json(l: &[ops::spool::Leftover]) -> serde_json::Value {
     l.iter()

@@ -10,20 +10,7 @@ pub(super) async fn revlog(
     let lp = Arc::new(ops::load_policy(policy)?);
     let status = Arc::new(ops::revlog::RevlogStatus::default());
     let stop = tokio_util::sync::CancellationToken::new();
-    let on_signal = stop.clone();
-    tokio::spawn(async move {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let (Ok(mut t), Ok(mut i)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
-            tokio::select! {
-                _ = t.recv() => {}
-                _ = i.recv() => {}
-            }
-            on_signal.cancel();
-        }
-    });
+    cancel_on_signals(&stop);
     if let Some(path) = textfile {
         let (status, stop, name, path) = (
             status.clone(),

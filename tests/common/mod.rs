@@ -1011,3 +1011,22 @@ pub fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Put random 100 KB values into `cluster` until it refuses with NOSPACE; the puts accepted.
+pub async fn fill_until_nospace(cluster: &EtcdCluster) -> usize {
+    let mut c = etcd_client::Client::connect(cluster.endpoints(), None)
+        .await
+        .unwrap();
+    for i in 0..2000 {
+        let mut v = vec![0u8; 100_000];
+        rand::RngCore::fill_bytes(&mut rand::rng(), &mut v);
+        match c.put(format!("/fill/{i:05}"), v, None).await {
+            Ok(_) => {}
+            Err(e) => {
+                assert!(e.to_string().contains("space exceeded"), "{e}");
+                return i;
+            }
+        }
+    }
+    panic!("the quota was never reached");
+}
