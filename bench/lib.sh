@@ -55,3 +55,14 @@ for _ in range(runs):
 print(f"{min(t):.3f}")
 PY
 }
+
+# start_moto: an S3 server (moto, $MOTO) on a free loopback port with a bucket "bench"; sets
+# s3_port and the AWS_* variables lifeboat reads; stopped on exit.
+start_moto() {
+  s3_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  "$MOTO" -H 127.0.0.1 -p "$s3_port" >"$WORK/moto.log" 2>&1 &
+  extra_pids="$extra_pids $!"
+  until curl -fsS "http://127.0.0.1:$s3_port/" >/dev/null 2>&1; do sleep 0.2; done
+  curl -fsS -X PUT "http://127.0.0.1:$s3_port/bench" >/dev/null
+  export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1
+}

@@ -7,24 +7,19 @@
 #   bash bench/restore.sh [SIZE_MIB]      (default 1024; results go to stdout)
 #
 # Needs etcd/etcdctl 3.4, zstd, age (apt install age), curl, python3, and moto_server
-# (/opt/lifeboat-venv from .ci/run).
+# (bash scripts/deps.sh test puts it in ~/.cache/lifeboat-tools/venv).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE_MIB=${1:-1024}
 RUNS=${RUNS:-3}
-MOTO=${MOTO_SERVER:-/opt/lifeboat-venv/bin/moto_server}
+MOTO=${MOTO_SERVER:-${LIFEBOAT_TOOLS:-$HOME/.cache/lifeboat-tools}/venv/bin/moto_server}
 command -v age >/dev/null || { echo "restore.sh: age not found (apt-get install age)" >&2; exit 1; }
 
 cargo build --release --quiet
 LB=$PWD/target/release/lifeboat
 source bench/lib.sh
 
-s3_port=$((port + 2))
-"$MOTO" -H 127.0.0.1 -p $s3_port >"$WORK/moto.log" 2>&1 &
-extra_pids=$!
-until curl -fsS "http://127.0.0.1:$s3_port/" >/dev/null 2>&1; do sleep 0.2; done
-curl -fsS -X PUT "http://127.0.0.1:$s3_port/bench" >/dev/null
-export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1
+start_moto
 
 age-keygen -o "$WORK/key.txt" 2>/dev/null
 rcpt=$(age-keygen -y "$WORK/key.txt")

@@ -131,7 +131,16 @@ impl Runner {
             self.tracker.spawn_blocking(move || handle.block_on(async move {
                 let mut last = None;
                 loop {
-                    let health = ops::monitor::probe(&lp).await;
+                    // Cancellable at any point: a probe or a listing never holds up a stop.
+                    let probe = async {
+                        let health = ops::monitor::probe(&lp).await;
+                        let listing = ops::list(&lp).await;
+                        (health, listing)
+                    };
+                    let (health, listing) = tokio::select! {
+                        r = probe => r,
+                        () = stop.cancelled() => return,
+                    };
                     runner.metrics.probe(&name, &health, Utc::now());
                     if last != Some(health.verdict) {
                         let topics: Vec<&str> = health.advice.iter().map(|a| a.topic).collect();
@@ -143,8 +152,7 @@ impl Runner {
                         }
                         last = Some(health.verdict);
                     }
-                    // Destination reachability, and what each holds, from a listing.
-                    let listing = ops::list(&lp).await;
+                    // Destination reachability from the listing.
                     runner.metrics.destinations_seen(
                         &name,
                         lp.destinations

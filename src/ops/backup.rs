@@ -563,11 +563,21 @@ async fn attempt(
         () = cancel.cancelled() => None,
     };
     drop(progress);
+    if !matches!(streamed, Some(Ok(_))) {
+        shipping.abandon();
+    }
     drop(plain_tx);
-    let (sealed, uploads, fanned) = shipping
-        .finish(&lp.destinations, &mut skipped)
+    let (sealed, uploads, fanned) = match shipping
+        .finish_unless(&lp.destinations, &mut skipped, cancel)
         .await
-        .map_err(AttemptError::Fatal)?;
+        .map_err(AttemptError::Fatal)?
+    {
+        Ok(done) => done,
+        Err(uploads) => {
+            abort_all(&lp.destinations, uploads).await;
+            return Err(AttemptError::Fatal(cancelled(&p.name)));
+        }
+    };
     stages.push(("snapshot", t.elapsed()));
     t = std::time::Instant::now();
     let Some(streamed) = streamed else {
@@ -670,6 +680,13 @@ async fn attempt(
         lifeboat_version: env!("CARGO_PKG_VERSION").into(),
     };
     stages.push(("verify", t.elapsed()));
+    if cancel.is_cancelled() {
+        // Stopped while verifying: the data objects are complete but never committed.
+        for &i in &landed {
+            remove_quietly(&lp.destinations[i], &data_key).await;
+        }
+        return Err(AttemptError::Fatal(cancelled(&p.name)));
+    }
     t = std::time::Instant::now();
     let committed = commit_manifest(&lp.destinations, &landed, &manifest, &mut skipped)
         .await

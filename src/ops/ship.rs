@@ -19,6 +19,9 @@ use tracing::warn;
 pub(crate) struct Shipping {
     seal_task: tokio::task::JoinHandle<std::result::Result<SealOutput, SealError>>,
     fan_task: tokio::task::JoinHandle<FanOut>,
+    abandoned: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Stops the fan-out, which then hands its uploads back at once.
+    stop_fan: tokio_util::sync::CancellationToken,
 }
 
 pub(crate) type Fanned = std::result::Result<(), (usize, object_store::Error)>;
@@ -35,21 +38,75 @@ impl Shipping {
         let required = lp.destinations.iter().map(|d| d.required).collect();
         let (plain_tx, plain_rx) = mpsc::channel::<Bytes>(16);
         let (sealed_tx, sealed_rx) = mpsc::channel::<Bytes>(4);
+        let abandoned = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let cfg = SealConfig {
+            abandoned: Some(abandoned.clone()),
             level: lp.policy.compression.level.0,
             threads: lp.policy.compression.threads,
             job_size: lp.policy.compression.job_size.0 as u32,
             recipients: lp.recipients.clone(),
         };
         let seal_task = tokio::task::spawn_blocking(move || seal(plain_rx, spool, &cfg, sealed_tx));
-        let fan_task = tokio::spawn(fan_out(sealed_rx, uploads, required));
+        let stop_fan = tokio_util::sync::CancellationToken::new();
+        let fan_task = tokio::spawn(fan_out(sealed_rx, uploads, required, stop_fan.clone()));
         (
             plain_tx,
             Self {
                 seal_task,
                 fan_task,
+                abandoned,
+                stop_fan,
             },
         )
+    }
+
+    /// The run is given up: the sealer stops at once instead of finishing its frame.
+    pub(crate) fn abandon(&self) {
+        self.abandoned
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// [`Shipping::finish`], unless `cancel` fires first: then the sealer is abandoned (a zstd
+    /// frame at a high level can take many seconds to finish, and nobody needs it), the
+    /// fan-out stops, and its uploads come back as `Err` for the caller to abort. The sealer
+    /// thread ends on its own, its output going nowhere.
+    pub(crate) async fn finish_unless(
+        self,
+        dests: &[Destination],
+        skipped: &mut Skipped,
+        cancel: &tokio_util::sync::CancellationToken,
+    ) -> Result<
+        std::result::Result<(std::result::Result<SealOutput, SealError>, Uploads, Fanned), Uploads>,
+    > {
+        let Self {
+            mut seal_task,
+            fan_task,
+            abandoned,
+            stop_fan,
+        } = self;
+        let sealed = tokio::select! {
+            r = &mut seal_task => r,
+            () = cancel.cancelled() => {
+                abandoned.store(true, std::sync::atomic::Ordering::Relaxed);
+                stop_fan.cancel();
+                let (uploads, dropped, _) = fan_task
+                    .await
+                    .map_err(|e| Error::new(Kind::Internal, format!("upload task failed: {e}")))?;
+                for (i, e) in dropped {
+                    skip(skipped, &dests[i], "uploading", &e);
+                }
+                return Ok(Err(uploads));
+            }
+        };
+        let sealed =
+            sealed.map_err(|e| Error::new(Kind::Internal, format!("seal task failed: {e}")))?;
+        let (uploads, dropped, fanned) = fan_task
+            .await
+            .map_err(|e| Error::new(Kind::Internal, format!("upload task failed: {e}")))?;
+        for (i, e) in dropped {
+            skip(skipped, &dests[i], "uploading", &e);
+        }
+        Ok(Ok((sealed, uploads, fanned)))
     }
 
     /// Wait for both stages once the sender is dropped. The caller completes or aborts the
@@ -175,9 +232,15 @@ async fn fan_out(
     mut rx: mpsc::Receiver<Bytes>,
     mut uploads: Uploads,
     required: Vec<bool>,
+    stop: tokio_util::sync::CancellationToken,
 ) -> FanOut {
     let mut dropped = Vec::new();
-    while let Some(chunk) = rx.recv().await {
+    loop {
+        let chunk = tokio::select! {
+            c = rx.recv() => c,
+            () = stop.cancelled() => None,
+        };
+        let Some(chunk) = chunk else { break };
         let mut i = 0;
         while i < uploads.len() {
             let (dest, w) = &mut uploads[i];

@@ -20,6 +20,9 @@ pub struct SealConfig {
     pub job_size: u32,
     /// age recipients; empty means no encryption.
     pub recipients: Vec<age::x25519::Recipient>,
+    /// Set when the run is given up (the stream failed or was cancelled): the sealer stops
+    /// without finishing the frame, which at high levels could take seconds nobody needs.
+    pub abandoned: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// What the pipeline produced.
@@ -167,8 +170,16 @@ pub fn seal(
     z.include_checksum(true)
         .map_err(|e| encode_err("enabling zstd checksum", e))?;
 
+    let abandoned = || {
+        cfg.abandoned
+            .as_ref()
+            .is_some_and(|a| a.load(std::sync::atomic::Ordering::Relaxed))
+    };
     let mut plain_size = 0u64;
     while let Some(chunk) = input.blocking_recv() {
+        if abandoned() {
+            return Err(SealError::OutputClosed);
+        }
         if let Some((path, f)) = spool.as_mut() {
             f.write_all(&chunk)
                 .map_err(|e| SealError::Spool(path.clone(), e))?;
@@ -179,6 +190,9 @@ pub fn seal(
     }
     if let Some((path, f)) = spool.as_mut() {
         f.flush().map_err(|e| SealError::Spool(path.clone(), e))?;
+    }
+    if abandoned() {
+        return Err(SealError::OutputClosed);
     }
     let sink = z.finish().map_err(|e| encode_err("finishing zstd", e))?;
     let mut out = match sink {
@@ -206,6 +220,7 @@ mod tests {
             threads: 2,
             job_size: 512 << 10,
             recipients,
+            abandoned: None,
         };
         let h = std::thread::spawn(move || seal(in_rx, None, &cfg, out_tx));
         let data = data.to_vec();
@@ -259,6 +274,7 @@ mod tests {
             threads: 1,
             job_size: 1 << 20,
             recipients: vec![],
+            abandoned: None,
         };
         let h = std::thread::spawn(move || seal(in_rx, None, &cfg, out_tx));
         // incompressible data so output is produced before input ends
