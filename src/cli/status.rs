@@ -61,6 +61,7 @@ fn health_json(policy: &str, h: &Health) -> serde_json::Value {
         "policy": policy,
         "verdict": h.verdict.as_str(),
         "quotaBackendBytes": h.quota,
+        "quotaReportedByMembers": h.quota_reported,
         "raftTerm": h.raft_term,
         "members": h.members.iter().map(|m| member_json(m, h.quota)).collect::<Vec<_>>(),
         "advice": h.advice.iter().map(|a| json!({
@@ -133,10 +134,14 @@ fn print_table(h: &Health) {
     }
     out!("");
     out!(
-        "cluster: {} (quota {}; set spec.cluster.quotaBackendBytes to the members' \
-         --quota-backend-bytes)",
+        "cluster: {} (quota {}{})",
         h.verdict.as_str().to_uppercase(),
-        human_bytes(h.quota)
+        human_bytes(h.quota),
+        if h.quota_reported {
+            ", as the members report it"
+        } else {
+            " from spec.cluster.quotaBackendBytes: set it to the members' --quota-backend-bytes"
+        }
     );
     for a in &h.advice {
         out!("");

@@ -252,7 +252,7 @@ impl Metrics {
             etcd_quota: reg!(
                 IntGaugeVec,
                 "lifeboat_etcd_quota_backend_bytes",
-                "The backend quota the percentages use: spec.cluster.quotaBackendBytes \
+                "The backend quota the percentages use: as the members report it (etcd 3.6+), else spec.cluster.quotaBackendBytes \
                  (default 2 GiB, etcd's default).",
                 p
             ),

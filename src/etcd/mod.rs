@@ -150,6 +150,8 @@ pub struct MemberStatus {
     pub db_size: i64,
     /// Backend size in use (the rest is free pages that a defragmentation returns).
     pub db_size_in_use: i64,
+    /// Backend quota, as etcd 3.6 and later report it (0 before).
+    pub db_size_quota: i64,
     /// Server version.
     pub version: String,
     /// Errors the member reports about itself, other than alarms.
@@ -285,6 +287,7 @@ async fn probe_one(
         revision: header.map(|h| h.revision()).unwrap_or_default(),
         db_size: st.db_size(),
         db_size_in_use: st.raft_used_db_size(),
+        db_size_quota: st.db_size_quota(),
         version: st.version().to_owned(),
         errors,
         alarms,

@@ -256,6 +256,7 @@ mod tests {
             revision: 100,
             db_size: 4096,
             db_size_in_use: 4096,
+            db_size_quota: 0,
             version: "3.4.23".into(),
             errors: vec![],
             alarms: vec![],

@@ -2,7 +2,7 @@
 //! is and what an operator should do about it, in plain words with the exact commands. Pure (no
 //! I/O): the probe is `etcd::probe_all`, the printing is the CLI's, the gauges the daemon's.
 //!
-//! Thresholds follow etcd's monitoring mixin and maintenance guide (see docs/watchdog.md):
+//! Thresholds follow etcd's monitoring mixin and maintenance guide (see docs/monitoring.md):
 //! fragmentation when less than half of the file is in use and more than 100 MiB would be
 //! returned, quota warnings at 80 % and 95 %, apply lag at etcd's own refusal gap of 5,000.
 //! The watchdog never acts: it does not defragment, compact or disarm.
@@ -128,8 +128,11 @@ impl MemberView {
 #[derive(Debug, Clone)]
 pub struct Health {
     pub members: Vec<MemberView>,
-    /// Backend quota used for percentages: the policy's `cluster.quotaBackendBytes`.
+    /// Backend quota used for percentages: what the members report (etcd 3.6 and later), else
+    /// the policy's `cluster.quotaBackendBytes`.
     pub quota: u64,
+    /// Whether `quota` came from the members rather than the policy.
+    pub quota_reported: bool,
     /// The largest raft term any member reported (every election increments it).
     pub raft_term: u64,
     pub verdict: Verdict,
@@ -141,8 +144,19 @@ fn mib(n: u64) -> String {
     format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64)
 }
 
-/// Judge one probe of every endpoint.
-pub fn assess(probes: &[Probe], quota: u64) -> Health {
+/// Judge one probe of every endpoint; `policy_quota` is used unless the members report theirs.
+pub fn assess(probes: &[Probe], policy_quota: u64) -> Health {
+    let reported = probes
+        .iter()
+        .filter_map(|p| p.outcome.as_ref().ok())
+        .map(|s| s.db_size_quota)
+        .max()
+        .unwrap_or(0);
+    let quota = if reported > 0 {
+        reported as u64
+    } else {
+        policy_quota
+    };
     // Alarms are cluster-wide knowledge: any member's view counts, attributed by member id.
     let mut alarms: Vec<(u64, String)> = probes
         .iter()
@@ -404,6 +418,7 @@ pub fn assess(probes: &[Probe], quota: u64) -> Health {
     Health {
         members,
         quota,
+        quota_reported: reported > 0,
         raft_term,
         verdict,
         advice,

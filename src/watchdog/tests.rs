@@ -16,6 +16,7 @@ fn member(id: u64, leader: u64, size: i64, in_use: i64, index: u64) -> MemberSta
         revision: 100,
         db_size: size,
         db_size_in_use: in_use,
+        db_size_quota: 0,
         version: "3.5.1".into(),
         errors: vec![],
         alarms: vec![],
@@ -160,6 +161,22 @@ fn quota_warns_at_80_and_is_critical_at_95_percent() {
     assert_eq!(at(850 * MIB).advice[0].severity, Severity::Warning);
     assert_eq!(at(960 * MIB).advice[0].severity, Severity::Critical);
     assert_eq!(at(960 * MIB).advice[0].topic, "quota");
+}
+
+#[test]
+fn a_quota_the_members_report_wins_over_the_policy() {
+    let mut p = healthy_three();
+    assert!(!assess(&p, DEFAULT_QUOTA).quota_reported);
+    for probe in &mut p {
+        if let Ok(s) = &mut probe.outcome {
+            s.db_size_quota = 60 * MIB;
+        }
+    }
+    let h = assess(&p, DEFAULT_QUOTA);
+    assert!(h.quota_reported);
+    assert_eq!(h.quota, 60 << 20);
+    // 50 MiB of 60 MiB: over 80 %.
+    assert_eq!(topics(&h), ["quota"]);
 }
 
 #[test]
