@@ -669,8 +669,9 @@ async fn the_daemon_retries_inside_the_slot_but_not_what_a_retry_cannot_fix() {
     let moto = Moto::start(s3_port);
     create_bucket_at(&moto.endpoint(), "retry");
     wait_for("the retry to commit", Duration::from_secs(30), || {
+        // 0 until a backup commits (a policy that never succeeded reads as stale).
         d.metric("lifeboat_last_success_timestamp_seconds", &flaky_l)
-            .is_some()
+            .is_some_and(|t| t > 0.0)
     });
     assert_eq!(d.metric("lifeboat_runs_total", &flaky_l), Some(2.0));
     assert_eq!(
@@ -700,9 +701,10 @@ async fn the_daemon_retries_inside_the_slot_but_not_what_a_retry_cannot_fix() {
         ),
         Some(1.0)
     );
-    assert!(
-        d.metric("lifeboat_last_success_timestamp_seconds", &bad_l)
-            .is_none()
+    assert_eq!(
+        d.metric("lifeboat_last_success_timestamp_seconds", &bad_l),
+        Some(0.0),
+        "never succeeded: stale, not absent"
     );
     let (code, _) = d.stop();
     assert_eq!(code, Some(0));
