@@ -233,9 +233,16 @@ async fn probe_one(
     let (mut c, st) = tokio::time::timeout(timeout, status)
         .await
         .map_err(|_| no_answer())?
-        .map_err(|e| ProbeError {
-            message: describe_etcd_error(&e),
-            permanent: is_permanent(&e),
+        .map_err(|e| {
+            // The client's own deadline (the same `timeout`) can fire first: still no answer.
+            if is_timeout(&e) {
+                no_answer()
+            } else {
+                ProbeError {
+                    message: describe_etcd_error(&e),
+                    permanent: is_permanent(&e),
+                }
+            }
         })?;
     let header = st.header();
     let member_id = header.map(|h| h.member_id()).unwrap_or_default();
@@ -309,6 +316,17 @@ pub fn is_permanent(e: &etcd_client::Error) -> bool {
         E::TransportError(_) | E::IoError(_) => {
             let text = describe_etcd_error(e).to_lowercase();
             text.contains("certificate") || text.contains("unknownissuer")
+        }
+        _ => false,
+    }
+}
+
+/// Whether the client gave up waiting (its request deadline), rather than being refused.
+fn is_timeout(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => {
+            s.code() == tonic::Code::DeadlineExceeded
+                || (s.code() == tonic::Code::Cancelled && s.message().contains("Timeout expired"))
         }
         _ => false,
     }
