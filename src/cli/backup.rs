@@ -65,12 +65,7 @@ pub(super) async fn backup(a: BackupArgs<'_>) -> Result<(), Error> {
     };
     if let Some(path) = textfile {
         // The watchdog's view too, so that timer-mode hosts get the etcd health metrics.
-        let interval = lp
-            .policy
-            .schedule
-            .as_ref()
-            .and_then(|s| s.longest_gap(chrono::Utc::now()));
-        metrics.policy_known(&name, interval);
+        metrics.policy_known(&name, lp.policy.schedule.as_ref());
         let health = ops::monitor::probe(&lp).await;
         metrics.probe(&name, &health, chrono::Utc::now());
         if result.is_err() {

@@ -358,8 +358,8 @@ impl Metrics {
 
     /// The policy's schedule, so that one stale rule fits every policy; and 0 for the
     /// timestamps it has never had, so that "never" reads as stale rather than as absent.
-    pub fn policy_known(&self, policy: &str, interval: Option<Duration>) {
-        if let Some(i) = interval {
+    pub fn policy_known(&self, policy: &str, schedule: Option<&crate::policy::Schedule>) {
+        if let Some(i) = schedule.and_then(|s| s.longest_gap(Utc::now())) {
             self.schedule_interval
                 .with_label_values(&[policy])
                 .set(i.as_secs_f64());
@@ -378,18 +378,12 @@ impl Metrics {
         }
     }
 
-    /// Whether each destination answered (a listing or an upload).
-    pub fn destinations_seen<'a>(
-        &self,
-        policy: &str,
-        up: impl Iterator<Item = &'a str>,
-        down: impl Iterator<Item = &'a str>,
-    ) {
-        for d in up {
-            self.destination_up.with_label_values(&[policy, d]).set(1);
-        }
-        for d in down {
-            self.destination_up.with_label_values(&[policy, d]).set(0);
+    /// Whether each destination answered (a listing or an upload), by name.
+    pub fn destinations_seen(&self, policy: &str, up: &[(String, bool)]) {
+        for (d, ok) in up {
+            self.destination_up
+                .with_label_values(&[policy, d])
+                .set(i64::from(*ok));
         }
     }
 
@@ -430,11 +424,8 @@ impl Metrics {
     /// A run committed a backup.
     pub fn success(&self, policy: &str, r: &BackupReport, took: Duration) {
         let m = &r.manifest;
-        self.destinations_seen(
-            policy,
-            r.destinations.iter().map(String::as_str),
-            std::iter::empty(),
-        );
+        let up: Vec<(String, bool)> = r.destinations.iter().map(|d| (d.clone(), true)).collect();
+        self.destinations_seen(policy, &up);
         self.success_at(policy, m.finished_at);
         self.duration
             .with_label_values(&[policy, "backup"])

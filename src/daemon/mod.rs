@@ -113,12 +113,8 @@ impl Runner {
         }
         for (name, st) in self.all() {
             let lp = st.current();
-            let interval = lp
-                .policy
-                .schedule
-                .as_ref()
-                .and_then(|s| s.longest_gap(Utc::now()));
-            self.metrics.policy_known(&name, interval);
+            self.metrics
+                .policy_known(&name, lp.policy.schedule.as_ref());
             let every = lp.policy.monitor.interval.0;
             if every.is_zero() {
                 continue;
@@ -134,10 +130,10 @@ impl Runner {
                     // Cancellable at any point: a probe or a listing never holds up a stop.
                     let probe = async {
                         let health = ops::monitor::probe(&lp).await;
-                        let listing = ops::list(&lp).await;
-                        (health, listing)
+                        let up = ops::monitor::destinations_up(&lp).await;
+                        (health, up)
                     };
-                    let (health, listing) = tokio::select! {
+                    let (health, up) = tokio::select! {
                         r = probe => r,
                         () = stop.cancelled() => return,
                     };
@@ -152,15 +148,7 @@ impl Runner {
                         }
                         last = Some(health.verdict);
                     }
-                    // Destination reachability from the listing.
-                    runner.metrics.destinations_seen(
-                        &name,
-                        lp.destinations
-                            .iter()
-                            .map(|d| d.name.as_str())
-                            .filter(|d| !listing.unlisted.iter().any(|u| u == d)),
-                        listing.unlisted.iter().map(String::as_str),
-                    );
+                    runner.metrics.destinations_seen(&name, &up);
                     tokio::select! {
                         () = tokio::time::sleep(every) => {}
                         () = stop.cancelled() => return,

@@ -204,9 +204,7 @@ impl Destination {
             .try_collect()
             .await
     }
-}
 
-impl Destination {
     /// The "directories" directly under `prefix` (relative to the destination prefix): one
     /// delimiter listing, without the objects below them.
     pub async fn list_dirs(&self, prefix: &str) -> object_store::Result<Vec<String>> {
