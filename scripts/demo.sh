@@ -70,7 +70,7 @@ echo "== what the stored backup holds (fetched, decrypted, checked with lifeboat
 "$LB" inspect --policy "$WORK/policy.yaml" --backup "$ID" --identity "$WORK/identity.txt"
 echo "== three keys from it, without restoring anything"
 "$LB" inspect --policy "$WORK/policy.yaml" --backup "$ID" --identity "$WORK/identity.txt" \
-  --keys --prefix /demo/key-000 | head -4
+  --keys --prefix /demo/key-000 | sed -n 1,4p
 
 echo "== prove the stored backup: download, decrypt, verify, and a restore drill in a throwaway etcd"
 "$LB" check --policy "$WORK/policy.yaml" --identity "$WORK/identity.txt" --drill

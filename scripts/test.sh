@@ -49,5 +49,5 @@ export LIFEBOAT_TEST_S3_ENDPOINT="http://127.0.0.1:$port"
 # For tests that start (and kill) an S3 server of their own.
 export LIFEBOAT_TEST_MOTO="$MOTO"
 export LIFEBOAT_TEST_S3_AUTH_ENDPOINT="http://127.0.0.1:$auth_port"
-echo "moto S3 at $LIFEBOAT_TEST_S3_ENDPOINT; Azurite at $LIFEBOAT_TEST_AZURE_ENDPOINT; etcd: $(/usr/bin/etcd --version 2>/dev/null | head -1 || etcd --version | head -1), and $("$LIFEBOAT_TEST_ETCD35_DIR/etcd" --version | head -1) in $LIFEBOAT_TEST_ETCD35_DIR"
+echo "moto S3 at $LIFEBOAT_TEST_S3_ENDPOINT; Azurite at $LIFEBOAT_TEST_AZURE_ENDPOINT; etcd: $(/usr/bin/etcd --version 2>/dev/null | sed -n 1p), and $("$LIFEBOAT_TEST_ETCD35_DIR/etcd" --version | sed -n 1p) in $LIFEBOAT_TEST_ETCD35_DIR"
 cargo test "$@"
