@@ -28,6 +28,7 @@ pub mod daemon;
 pub mod error;
 pub mod etcd;
 pub mod etcddb;
+pub mod k8s;
 pub mod model;
 pub mod ops;
 pub mod pipeline;

@@ -1,0 +1,5 @@
+//! Kubernetes objects out of etcd values: key layout, storage encodings, encryption at rest,
+//! decoding to Kubernetes JSON, apply-ready cleanup and object diffs. Pure: no I/O, no tokio.
+
+pub mod decode;
+pub mod schema;
