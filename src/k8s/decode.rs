@@ -170,6 +170,34 @@ fn fields(b: &[u8]) -> Result<Vec<(u32, Wire<'_>)>, String> {
     Ok(out)
 }
 
+/// The last string field `no` of a message, if the bytes parse as one.
+pub(crate) fn string_field(b: &[u8], no: u32) -> Option<String> {
+    fields(b)
+        .ok()?
+        .into_iter()
+        .rev()
+        .find_map(|(n, w)| match w {
+            Wire::Bytes(s) if n == no => Some(utf8(s)),
+            _ => None,
+        })
+}
+
+/// apiVersion and kind from the start of a `k8s\0` value, which may be cut short (listings keep
+/// only the first bytes of each value). The type meta is the envelope's first field.
+pub fn peek_type(head: &[u8]) -> Option<(String, String)> {
+    let body = head.strip_prefix(PROTO_MAGIC)?;
+    let mut pos = 0;
+    if varint(body, &mut pos).ok()? != 0x0a {
+        return None;
+    }
+    let n = usize::try_from(varint(body, &mut pos).ok()?).ok()?;
+    let tm = body.get(pos..pos.checked_add(n)?)?;
+    Some((
+        string_field(tm, 1).unwrap_or_default(),
+        string_field(tm, 2)?,
+    ))
+}
+
 fn utf8(b: &[u8]) -> String {
     // Go's encoding/json also replaces invalid UTF-8 with U+FFFD.
     String::from_utf8_lossy(b).into_owned()

@@ -1,0 +1,441 @@
+//! Where kube-apiserver keeps objects: `<etcd prefix>/<resource prefix>/[<namespace>/]<name>`,
+//! and which user-typed KIND names which resource.
+
+use super::schema::Schema;
+
+/// The etcd prefixes kube-apiserver uses: its default and OpenShift's.
+pub const KNOWN_PREFIXES: &[&str] = &["/registry", "/kubernetes.io"];
+
+/// Resource prefixes that are not the resource's plural name. Facts from kubernetes/kubernetes
+/// `pkg/kubeapiserver/default_storage_factory_builder.go` (`SpecialDefaultResourcePrefixes`) and
+/// `test/integration/etcd/data.go` (`ExpectedEtcdPath`), release 1.36: (path, group, resource).
+const SPECIAL_PREFIXES: &[(&str, &str, &str)] = &[
+    ("services/specs", "", "services"),
+    ("services/endpoints", "", "endpoints"),
+    ("minions", "", "nodes"),
+    ("controllers", "", "replicationcontrollers"),
+    ("ingress", "networking.k8s.io", "ingresses"),
+];
+
+/// Keys under the prefix that hold no API object.
+const NOT_OBJECTS: &[&str] = &["masterleases", "ranges", "health"];
+
+/// kubectl's short names for built-in resources (`kubectl api-resources`, Kubernetes 1.36).
+const SHORT_NAMES: &[(&str, &str)] = &[
+    ("cs", "componentstatuses"),
+    ("cm", "configmaps"),
+    ("ep", "endpoints"),
+    ("ev", "events"),
+    ("limits", "limitranges"),
+    ("ns", "namespaces"),
+    ("no", "nodes"),
+    ("pvc", "persistentvolumeclaims"),
+    ("pv", "persistentvolumes"),
+    ("po", "pods"),
+    ("rc", "replicationcontrollers"),
+    ("quota", "resourcequotas"),
+    ("sa", "serviceaccounts"),
+    ("svc", "services"),
+    ("crd", "customresourcedefinitions"),
+    ("crds", "customresourcedefinitions"),
+    ("ds", "daemonsets"),
+    ("deploy", "deployments"),
+    ("rs", "replicasets"),
+    ("sts", "statefulsets"),
+    ("hpa", "horizontalpodautoscalers"),
+    ("cj", "cronjobs"),
+    ("csr", "certificatesigningrequests"),
+    ("ing", "ingresses"),
+    ("netpol", "networkpolicies"),
+    ("pdb", "poddisruptionbudgets"),
+    ("pc", "priorityclasses"),
+    ("sc", "storageclasses"),
+];
+
+/// A resource: group (empty for core) and plural name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Resource {
+    pub group: String,
+    pub resource: String,
+}
+
+impl std::fmt::Display for Resource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.group.is_empty() {
+            f.write_str(&self.resource)
+        } else {
+            write!(f, "{}.{}", self.resource, self.group)
+        }
+    }
+}
+
+/// What an etcd key under the Kubernetes prefix names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectKey {
+    pub resource: Resource,
+    /// Empty for cluster-scoped objects.
+    pub namespace: String,
+    pub name: String,
+}
+
+/// A resource the tool knows how to name: built-in from the schema, or a custom resource whose
+/// CRD is in the same backup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceInfo {
+    pub resource: Resource,
+    pub kind: String,
+    pub singular: String,
+    pub short_names: Vec<String>,
+    pub namespaced: bool,
+}
+
+/// The resources one backup can hold.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    pub resources: Vec<ResourceInfo>,
+}
+
+impl Catalog {
+    /// Built-in resources of `schema` (one entry per group and resource).
+    pub fn builtin(schema: &Schema) -> Self {
+        let mut resources: Vec<ResourceInfo> = Vec::new();
+        for k in &schema.kinds {
+            let r = Resource {
+                group: k.group.clone(),
+                resource: k.resource.clone(),
+            };
+            if resources.iter().any(|x| x.resource == r) {
+                continue;
+            }
+            resources.push(ResourceInfo {
+                short_names: SHORT_NAMES
+                    .iter()
+                    .filter(|(_, res)| {
+                        *res == k.resource && (k.group.is_empty() || k.resource != "events")
+                    })
+                    .map(|(s, _)| (*s).to_string())
+                    .collect(),
+                singular: k.kind.to_lowercase(),
+                kind: k.kind.clone(),
+                namespaced: k.namespaced,
+                resource: r,
+            });
+        }
+        // CRDs and APIServices are served by their own apiservers, so the k8s.io/api schema does
+        // not list them; their keys and names are facts of the release.
+        for (group, resource, kind, short) in [
+            (
+                "apiextensions.k8s.io",
+                "customresourcedefinitions",
+                "CustomResourceDefinition",
+                &["crd", "crds"][..],
+            ),
+            (
+                "apiregistration.k8s.io",
+                "apiservices",
+                "APIService",
+                &[][..],
+            ),
+        ] {
+            resources.push(ResourceInfo {
+                resource: Resource {
+                    group: group.into(),
+                    resource: resource.into(),
+                },
+                kind: kind.into(),
+                singular: kind.to_lowercase(),
+                short_names: short.iter().map(|s| (*s).to_string()).collect(),
+                namespaced: false,
+            });
+        }
+        Self { resources }
+    }
+
+    /// Add a custom resource from a CRD object (JSON, as stored); ignored when malformed.
+    pub fn add_crd(&mut self, crd: &serde_json::Value) {
+        let spec = &crd["spec"];
+        let (Some(group), Some(plural), Some(kind)) = (
+            spec["group"].as_str(),
+            spec["names"]["plural"].as_str(),
+            spec["names"]["kind"].as_str(),
+        ) else {
+            return;
+        };
+        let r = Resource {
+            group: group.into(),
+            resource: plural.into(),
+        };
+        self.resources.retain(|x| x.resource != r);
+        self.resources.push(ResourceInfo {
+            resource: r,
+            kind: kind.into(),
+            singular: spec["names"]["singular"]
+                .as_str()
+                .map_or_else(|| kind.to_lowercase(), str::to_string),
+            short_names: spec["names"]["shortNames"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|s| s.as_str().map(str::to_string))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            namespaced: spec["scope"].as_str() != Some("Cluster"),
+        });
+    }
+
+    pub fn get(&self, r: &Resource) -> Option<&ResourceInfo> {
+        self.resources.iter().find(|x| &x.resource == r)
+    }
+
+    /// The resources a kubectl-style KIND names: `cm`, `configmap`, `configmaps`, `ConfigMap`,
+    /// `deployments.apps`, `Deployment.apps`, and `RESOURCE.GROUP` even for unknown groups.
+    /// Core and GA groups win over others when a bare name is ambiguous, as kubectl prefers them.
+    pub fn resolve(&self, kind: &str) -> Vec<Resource> {
+        let lower = kind.to_lowercase();
+        let matches = |info: &ResourceInfo, name: &str| {
+            info.resource.resource == name
+                || info.singular == name
+                || info.kind.to_lowercase() == name
+                || info.short_names.iter().any(|s| s == name)
+        };
+        let mut found: Vec<Resource> = self
+            .resources
+            .iter()
+            .filter(|i| matches(i, &lower))
+            .map(|i| i.resource.clone())
+            .collect();
+        if found.is_empty()
+            && let Some((name, group)) = lower.split_once('.')
+        {
+            found = self
+                .resources
+                .iter()
+                .filter(|i| i.resource.group == group && matches(i, name))
+                .map(|i| i.resource.clone())
+                .collect();
+            if found.is_empty() {
+                // The key holds RESOURCE.GROUP whether or not the CRD is in the backup.
+                found.push(Resource {
+                    group: group.into(),
+                    resource: name.into(),
+                });
+            }
+        }
+        // One name, several built-in groups (events, ingresses, deployments of extensions):
+        // they share one etcd prefix, whose objects carry the group kube-apiserver prefers.
+        let builtin = |g: &str| !g.contains('.') || g.ends_with(".k8s.io");
+        found.sort_by_key(|r| {
+            (
+                r.group == "extensions",
+                !r.group.is_empty(),
+                r.group.clone(),
+            )
+        });
+        if found.len() > 1 && builtin(&found[0].group) {
+            found.truncate(1);
+        }
+        found
+    }
+}
+
+/// The etcd prefix a key list uses, from the first key that starts with a known one.
+pub fn detect_prefix<'a>(mut keys: impl Iterator<Item = &'a [u8]>) -> Option<&'static str> {
+    keys.find_map(|k| {
+        KNOWN_PREFIXES
+            .iter()
+            .find(|p| k.starts_with(p.as_bytes()) && k.get(p.len()) == Some(&b'/'))
+            .copied()
+    })
+}
+
+/// Parse a key under `prefix` (e.g. `/registry`). `None` for keys that hold no API object
+/// (compaction marker, masterleases, allocator ranges) or are outside the prefix.
+pub fn parse_key(catalog: &Catalog, prefix: &str, key: &[u8]) -> Option<ObjectKey> {
+    let key = std::str::from_utf8(key).ok()?;
+    let rest = key.strip_prefix(prefix)?.strip_prefix('/')?;
+    let segs: Vec<&str> = rest.split('/').collect();
+    if segs.iter().any(|s| s.is_empty()) || NOT_OBJECTS.contains(&segs[0]) {
+        return None;
+    }
+    let (resource, tail): (Resource, &[&str]) = if let Some((path, group, res)) =
+        SPECIAL_PREFIXES.iter().find(|(p, _, _)| {
+            let n = p.split('/').count();
+            segs.len() > n && segs[..n].join("/") == *p
+        }) {
+        let n = path.split('/').count();
+        (
+            Resource {
+                group: (*group).into(),
+                resource: (*res).into(),
+            },
+            &segs[n..],
+        )
+    } else if segs[0].contains('.') {
+        // CRDs, custom resources and APIServices: <group>/<resource>/...
+        if segs.len() < 3 {
+            return None;
+        }
+        (
+            Resource {
+                group: segs[0].into(),
+                resource: segs[1].into(),
+            },
+            &segs[2..],
+        )
+    } else {
+        let group = builtin_group(catalog, segs[0]);
+        (
+            Resource {
+                group,
+                resource: segs[0].into(),
+            },
+            &segs[1..],
+        )
+    };
+    let namespaced = catalog
+        .get(&resource)
+        .map_or(tail.len() == 2, |i| i.namespaced);
+    match (tail, namespaced) {
+        ([ns, name], true) => Some(ObjectKey {
+            resource,
+            namespace: (*ns).into(),
+            name: (*name).into(),
+        }),
+        ([name], false) => Some(ObjectKey {
+            resource,
+            namespace: String::new(),
+            name: (*name).into(),
+        }),
+        _ => None,
+    }
+}
+
+/// The group of a built-in resource prefix: the core group if it has one by that name, else the
+/// first group that has (events and ingresses live in one place for all their groups).
+fn builtin_group(catalog: &Catalog, resource: &str) -> String {
+    let builtin = |g: &str| !g.contains('.') || g.ends_with(".k8s.io");
+    let mut groups: Vec<&str> = catalog
+        .resources
+        .iter()
+        .filter(|i| i.resource.resource == resource && builtin(&i.resource.group))
+        .map(|i| i.resource.group.as_str())
+        .collect();
+    groups.sort_by_key(|g| (*g == "extensions", !g.is_empty(), g.contains('.'), *g));
+    groups
+        .first()
+        .map_or_else(String::new, |g| (*g).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::k8s::schema::schema;
+
+    fn key(k: &str) -> Option<ObjectKey> {
+        parse_key(&Catalog::builtin(schema()), "/registry", k.as_bytes())
+    }
+
+    fn res(g: &str, r: &str) -> Resource {
+        Resource {
+            group: g.into(),
+            resource: r.into(),
+        }
+    }
+
+    #[test]
+    fn keys_name_their_objects() {
+        let k = key("/registry/configmaps/ns1/cm1").unwrap();
+        assert_eq!(
+            (k.resource, k.namespace.as_str(), k.name.as_str()),
+            (res("", "configmaps"), "ns1", "cm1")
+        );
+        assert_eq!(
+            key("/registry/services/specs/ns/s").unwrap().resource,
+            res("", "services")
+        );
+        assert_eq!(
+            key("/registry/services/endpoints/ns/s").unwrap().resource,
+            res("", "endpoints")
+        );
+        assert_eq!(
+            key("/registry/minions/node1").unwrap().resource,
+            res("", "nodes")
+        );
+        assert_eq!(
+            key("/registry/controllers/ns/rc").unwrap().resource,
+            res("", "replicationcontrollers")
+        );
+        assert_eq!(
+            key("/registry/ingress/ns/i").unwrap().resource,
+            res("networking.k8s.io", "ingresses")
+        );
+        assert_eq!(
+            key("/registry/deployments/ns/d").unwrap().resource,
+            res("apps", "deployments")
+        );
+        assert_eq!(
+            key("/registry/leases/kube-node-lease/n").unwrap().resource,
+            res("coordination.k8s.io", "leases")
+        );
+        assert_eq!(
+            key("/registry/events/ns/e").unwrap().resource,
+            res("", "events")
+        );
+        let ns = key("/registry/namespaces/default").unwrap();
+        assert_eq!((ns.namespace.as_str(), ns.name.as_str()), ("", "default"));
+        let cr = key("/registry/example.com/widgets/ns/w1").unwrap();
+        assert_eq!(
+            (cr.resource, cr.namespace.as_str()),
+            (res("example.com", "widgets"), "ns")
+        );
+        let crd =
+            key("/registry/apiextensions.k8s.io/customresourcedefinitions/widgets.example.com")
+                .unwrap();
+        assert_eq!(crd.namespace, "");
+        for not in [
+            "compact_rev_key",
+            "/registry/masterleases/10.0.0.1",
+            "/registry/ranges/serviceips",
+            "/other/x",
+            "/registry/configmaps/a/b/c",
+            "/registry//x",
+        ] {
+            assert_eq!(key(not), None, "{not}");
+        }
+    }
+
+    #[test]
+    fn kinds_resolve_like_kubectl() {
+        let c = Catalog::builtin(schema());
+        for k in ["cm", "configmap", "configmaps", "ConfigMap"] {
+            assert_eq!(c.resolve(k), vec![res("", "configmaps")], "{k}");
+        }
+        for k in [
+            "deploy",
+            "Deployment",
+            "deployments.apps",
+            "deployment.apps",
+        ] {
+            assert_eq!(c.resolve(k), vec![res("apps", "deployments")], "{k}");
+        }
+        assert_eq!(c.resolve("events"), vec![res("", "events")]);
+        assert_eq!(
+            c.resolve("widgets.example.com"),
+            vec![res("example.com", "widgets")]
+        );
+        assert!(c.resolve("nosuchkind").is_empty());
+        let mut c = c;
+        c.add_crd(&serde_json::json!({"spec": {"group": "example.com", "scope": "Namespaced",
+            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget", "shortNames": ["wd"]}}}));
+        for k in ["wd", "widget", "Widget", "widgets"] {
+            assert_eq!(c.resolve(k), vec![res("example.com", "widgets")], "{k}");
+        }
+    }
+
+    #[test]
+    fn prefix_is_detected() {
+        let keys: Vec<&[u8]> = vec![b"compact_rev_key", b"/kubernetes.io/configmaps/a/b"];
+        assert_eq!(detect_prefix(keys.into_iter()), Some("/kubernetes.io"));
+    }
+}
