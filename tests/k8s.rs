@@ -1,9 +1,15 @@
 //! Kubernetes objects: the round-trip fixtures kubernetes/api publishes are the decoder's oracle,
 //! and real etcd clusters hold the objects `k8s ls/get` and `diff` read back.
 
+mod common;
+
+use base64::Engine as _;
+use common::*;
 use lifeboat::k8s::{decode, schema};
-use serde_json::Value;
-use std::path::Path;
+use serde_json::{Value, json};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 /// Every key, in order, at every level: equal values with a different key order fail.
 fn same_json_with_order(a: &Value, b: &Value, path: &str, diffs: &mut Vec<String>) {
@@ -71,4 +77,840 @@ fn every_storable_builtin_kind_decodes_to_exactly_its_go_json() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+// ---- The test's own protobuf writer, independent of the decoder under test. ----
+
+fn varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn field_bytes(out: &mut Vec<u8>, no: u64, b: &[u8]) {
+    varint(out, no << 3 | 2);
+    varint(out, b.len() as u64);
+    out.extend_from_slice(b);
+}
+
+fn field_int(out: &mut Vec<u8>, no: u64, v: u64) {
+    varint(out, no << 3);
+    varint(out, v);
+}
+
+fn map_entries(out: &mut Vec<u8>, no: u64, entries: &[(&str, &[u8])]) {
+    for (k, v) in entries {
+        let mut e = Vec::new();
+        field_bytes(&mut e, 1, k.as_bytes());
+        field_bytes(&mut e, 2, v);
+        field_bytes(out, no, &e);
+    }
+}
+
+/// ObjectMeta as gogo writes it: every non-pointer field, zero or not.
+fn meta(name: &str, ns: &str, uid: &str, labels: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut m = Vec::new();
+    field_bytes(&mut m, 1, name.as_bytes());
+    field_bytes(&mut m, 2, b"");
+    field_bytes(&mut m, 3, ns.as_bytes());
+    field_bytes(&mut m, 4, b"");
+    field_bytes(&mut m, 5, uid.as_bytes());
+    field_bytes(&mut m, 6, b"");
+    field_int(&mut m, 7, 0);
+    let mut t = Vec::new();
+    field_int(&mut t, 1, 1_767_225_600); // 2026-01-01T00:00:00Z
+    field_bytes(&mut m, 8, &t);
+    map_entries(&mut m, 11, labels);
+    m
+}
+
+/// `k8s\0` + runtime.Unknown, as kube-apiserver stores a built-in object.
+fn stored(api_version: &str, kind: &str, raw: &[u8]) -> Vec<u8> {
+    let mut tm = Vec::new();
+    field_bytes(&mut tm, 1, api_version.as_bytes());
+    field_bytes(&mut tm, 2, kind.as_bytes());
+    let mut u = b"k8s\0".to_vec();
+    field_bytes(&mut u, 1, &tm);
+    field_bytes(&mut u, 2, raw);
+    field_bytes(&mut u, 3, b"");
+    field_bytes(&mut u, 4, b"");
+    u
+}
+
+fn configmap(name: &str, ns: &str, uid: &str, data: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut o = Vec::new();
+    field_bytes(&mut o, 1, &meta(name, ns, uid, &[("app", b"web")]));
+    map_entries(&mut o, 2, data);
+    stored("v1", "ConfigMap", &o)
+}
+
+fn secret(name: &str, ns: &str, uid: &str, password: &[u8]) -> Vec<u8> {
+    let mut o = Vec::new();
+    field_bytes(&mut o, 1, &meta(name, ns, uid, &[]));
+    map_entries(&mut o, 2, &[("password", password)]);
+    field_bytes(&mut o, 3, b"Opaque");
+    stored("v1", "Secret", &o)
+}
+
+fn namespace(name: &str, phase: &str) -> Vec<u8> {
+    let mut o = Vec::new();
+    field_bytes(&mut o, 1, &meta(name, "", "uid-ns", &[]));
+    let mut spec = Vec::new();
+    field_bytes(&mut spec, 1, b"kubernetes");
+    field_bytes(&mut o, 2, &spec);
+    let mut st = Vec::new();
+    field_bytes(&mut st, 1, phase.as_bytes());
+    field_bytes(&mut o, 3, &st);
+    stored("v1", "Namespace", &o)
+}
+
+fn service() -> Vec<u8> {
+    let mut port = Vec::new();
+    field_bytes(&mut port, 1, b"");
+    field_bytes(&mut port, 2, b"TCP");
+    field_int(&mut port, 3, 80);
+    let mut target = Vec::new();
+    field_int(&mut target, 1, 0);
+    field_int(&mut target, 2, 8080);
+    field_bytes(&mut target, 3, b"");
+    field_bytes(&mut port, 4, &target);
+    field_int(&mut port, 5, 30080);
+    let mut spec = Vec::new();
+    field_bytes(&mut spec, 1, &port);
+    map_entries(&mut spec, 2, &[("app", b"web")]);
+    field_bytes(&mut spec, 3, b"10.96.0.10");
+    field_bytes(&mut spec, 4, b"NodePort");
+    field_bytes(&mut spec, 18, b"10.96.0.10");
+    let mut o = Vec::new();
+    field_bytes(&mut o, 1, &meta("web", "shop", "uid-svc", &[]));
+    field_bytes(&mut o, 2, &spec);
+    field_bytes(&mut o, 3, b"");
+    stored("v1", "Service", &o)
+}
+
+// ---- Encryption at rest, made with Python's `cryptography` and PyNaCl. ----
+
+const KEY1: [u8; 32] = [0x11; 32];
+const KEY2: [u8; 16] = [0x22; 16];
+const GCM1: [u8; 32] = [0x33; 32];
+const BOX1: [u8; 32] = [0x44; 32];
+
+fn b64(b: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+/// `k8s:enc:<provider>:v1:<name>:` + ciphertext, computed by an implementation other than ours.
+fn encrypt(provider: &str, name: &str, key: &[u8], etcd_key: &str, plain: &[u8]) -> Vec<u8> {
+    let py = std::env::var("LIFEBOAT_PYTHON").expect("LIFEBOAT_PYTHON: run scripts/test.sh");
+    let script = r#"
+import base64, os, sys
+provider, key, aad, plain = sys.argv[1], base64.b64decode(sys.argv[2]), sys.argv[3].encode(), base64.b64decode(sys.argv[4])
+if provider == "aescbc":
+    from cryptography.hazmat.primitives import padding
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+    iv = os.urandom(16)
+    p = padding.PKCS7(128).padder()
+    data = p.update(plain) + p.finalize()
+    e = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
+    out = iv + e.update(data) + e.finalize()
+elif provider == "aesgcm":
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    nonce = os.urandom(12)
+    out = nonce + AESGCM(key).encrypt(nonce, plain, aad)
+else:
+    import nacl.secret, nacl.utils
+    nonce = nacl.utils.random(24)
+    out = nonce + nacl.secret.SecretBox(key).encrypt(plain, nonce).ciphertext
+sys.stdout.write(base64.b64encode(out).decode())
+"#;
+    let o = Command::new(py)
+        .args(["-c", script, provider, &b64(key), etcd_key, &b64(plain)])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "python: {}", stderr(&o));
+    let mut v = format!("k8s:enc:{provider}:v1:{name}:").into_bytes();
+    v.extend(
+        base64::engine::general_purpose::STANDARD
+            .decode(&o.stdout)
+            .unwrap(),
+    );
+    v
+}
+
+fn kms_v2() -> Vec<u8> {
+    let mut v = b"k8s:enc:kms:v2:cloudkms:".to_vec();
+    field_bytes(&mut v, 1, &[7u8; 40]);
+    field_bytes(&mut v, 2, b"kid-1");
+    field_bytes(&mut v, 3, &[9u8; 32]);
+    v
+}
+
+fn encryption_config(dir: &Path) -> PathBuf {
+    let p = dir.join("encryption.yaml");
+    std::fs::write(
+        &p,
+        format!(
+            "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n  \
+             - resources: [secrets]\n    providers:\n      - aescbc:\n          keys:\n            \
+             - {{name: key2, secret: {}}}\n            - {{name: key1, secret: {}}}\n      - \
+             aesgcm: {{keys: [{{name: gcm1, secret: {}}}]}}\n      - secretbox: {{keys: [{{name: \
+             box1, secret: {}}}]}}\n      - kms: {{apiVersion: v2, name: cloudkms, endpoint: \
+             unix:///var/run/kms.sock}}\n      - identity: {{}}\n",
+            b64(&KEY2),
+            b64(&KEY1),
+            b64(&GCM1),
+            b64(&BOX1)
+        ),
+    )
+    .unwrap();
+    p
+}
+
+const CRD: &str = r#"{"kind":"CustomResourceDefinition","apiVersion":"apiextensions.k8s.io/v1beta1","metadata":{"name":"widgets.example.com","uid":"uid-crd","creationTimestamp":"2026-01-01T00:00:00Z"},"spec":{"group":"example.com","version":"v1","names":{"plural":"widgets","singular":"widget","shortNames":["wd"],"kind":"Widget","listKind":"WidgetList"},"scope":"Namespaced","validation":{"openAPIV3Schema":{"type":"object","x-kubernetes-preserve-unknown-fields":true}},"versions":[{"name":"v1","served":true,"storage":true}],"preserveUnknownFields":false},"status":{"acceptedNames":{"plural":"widgets","kind":"Widget"},"storedVersions":["v1"]}}
+"#;
+
+fn widget(name: &str, uid: &str, size: u32) -> Vec<u8> {
+    format!(
+        r#"{{"apiVersion":"example.com/v1","kind":"Widget","metadata":{{"name":"{name}","namespace":"shop","uid":"{uid}","generation":1,"creationTimestamp":"2026-01-01T00:00:00Z"}},"spec":{{"size":{size}}}}}
+"#
+    )
+    .into_bytes()
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/k8s/v1.36.0")
+            .join(name),
+    )
+    .unwrap()
+}
+
+async fn put(c: &mut etcd_client::Client, k: &str, v: Vec<u8>) {
+    c.put(k, v, None).await.unwrap();
+}
+
+fn snapshot(cluster: &EtcdCluster, dir: &Path, name: &str) -> PathBuf {
+    let p = dir.join(name);
+    let o = Command::new(&cluster.etcdctl)
+        .env("ETCDCTL_API", "3")
+        .args([
+            "--endpoints",
+            &cluster.endpoints()[0],
+            "snapshot",
+            "save",
+            p.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "snapshot save: {}", stderr(&o));
+    p
+}
+
+fn run_json(args: &[&str]) -> Value {
+    let o = lifeboat(args);
+    assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// `(namespace, kind, name, encoding, decodable)` of every `k8s ls` row.
+fn ls_rows(v: &Value) -> Vec<(String, String, String, String, bool)> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["namespace"].as_str().unwrap().to_string(),
+                r["kind"].as_str().unwrap().to_string(),
+                r["name"].as_str().unwrap().to_string(),
+                r["encoding"].as_str().unwrap().to_string(),
+                r["decodable"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn row(
+    ns: &str,
+    kind: &str,
+    name: &str,
+    enc: &str,
+    ok: bool,
+) -> (String, String, String, String, bool) {
+    (ns.into(), kind.into(), name.into(), enc.into(), ok)
+}
+
+/// `(resource, namespace, name, change, detail)` of every `diff --json` entry.
+fn diff_rows(v: &Value) -> Vec<(String, String, String, String, Vec<String>)> {
+    v["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["resource"].as_str().unwrap().to_string(),
+                e["namespace"].as_str().unwrap().to_string(),
+                e["name"].as_str().unwrap().to_string(),
+                e["change"].as_str().unwrap().to_string(),
+                e["detail"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|d| d.as_str().unwrap().to_string())
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+fn d(
+    r: &str,
+    ns: &str,
+    name: &str,
+    change: &str,
+    detail: &[&str],
+) -> (String, String, String, String, Vec<String>) {
+    (
+        r.into(),
+        ns.into(),
+        name.into(),
+        change.into(),
+        detail.iter().map(|s| s.to_string()).collect(),
+    )
+}
+
+async fn objects_out_of_real_snapshots(dist: EtcdDist) {
+    let cluster = EtcdCluster::start_dist(3, None, &dist);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = encryption_config(dir.path());
+    let cfg = cfg.to_str().unwrap();
+    let mut c = etcd_client::Client::connect(cluster.endpoints(), None)
+        .await
+        .unwrap();
+    let pw = b"s3cret-pw";
+
+    // Side A, byte for byte as kube-apiserver stores it.
+    put(&mut c, "compact_rev_key", vec![0, 0, 0, 0, 0, 0, 0, 1]).await;
+    put(
+        &mut c,
+        "/registry/masterleases/127.0.0.1",
+        b"k8s\0junk".to_vec(),
+    )
+    .await;
+    put(
+        &mut c,
+        "/registry/namespaces/shop",
+        namespace("shop", "Active"),
+    )
+    .await;
+    put(
+        &mut c,
+        "/registry/configmaps/shop/app-config",
+        configmap(
+            "app-config",
+            "shop",
+            "uid-cm",
+            &[("color", b"blue"), ("mode", b"prod")],
+        ),
+    )
+    .await;
+    put(&mut c, "/registry/services/specs/shop/web", service()).await;
+    for (name, provider, kname, key) in [
+        ("db-cbc", "aescbc", "key1", &KEY1[..]),
+        ("db-gcm", "aesgcm", "gcm1", &GCM1[..]),
+        ("db-box", "secretbox", "box1", &BOX1[..]),
+    ] {
+        let k = format!("/registry/secrets/shop/{name}");
+        let v = encrypt(
+            provider,
+            kname,
+            key,
+            &k,
+            &secret(name, "shop", &format!("uid-{name}"), pw),
+        );
+        if name == "db-gcm" {
+            put(&mut c, "/registry/secrets/moved/db-gcm", v.clone()).await;
+        }
+        put(&mut c, &k, v).await;
+    }
+    put(&mut c, "/registry/secrets/shop/db-kms", kms_v2()).await;
+    put(
+        &mut c,
+        "/registry/configmaps/namespaceValue/nameValue",
+        fixture("core.v1.ConfigMap.pb"),
+    )
+    .await;
+    put(
+        &mut c,
+        "/registry/events/namespaceValue/nameValue",
+        fixture("core.v1.Event.pb"),
+    )
+    .await;
+    put(
+        &mut c,
+        "/registry/configmaps/junk/garbage",
+        b"\x00\x01\x02 not an object".to_vec(),
+    )
+    .await;
+    put(
+        &mut c,
+        "/registry/apiextensions.k8s.io/customresourcedefinitions/widgets.example.com",
+        CRD.as_bytes().to_vec(),
+    )
+    .await;
+    put(
+        &mut c,
+        "/registry/example.com/widgets/shop/w1",
+        widget("w1", "uid-w1", 3),
+    )
+    .await;
+    let a = snapshot(&cluster, dir.path(), "a.db");
+
+    // Side B: an update, a deletion, a status change, a key rotation, a delete and re-create,
+    // a custom resource changed and one added, an event gone.
+    put(
+        &mut c,
+        "/registry/configmaps/shop/app-config",
+        configmap(
+            "app-config",
+            "shop",
+            "uid-cm",
+            &[("color", b"green"), ("mode", b"prod")],
+        ),
+    )
+    .await;
+    c.delete("/registry/services/specs/shop/web", None)
+        .await
+        .unwrap();
+    put(
+        &mut c,
+        "/registry/namespaces/shop",
+        namespace("shop", "Terminating"),
+    )
+    .await;
+    let k = "/registry/secrets/shop/db-cbc";
+    put(
+        &mut c,
+        k,
+        encrypt(
+            "aescbc",
+            "key2",
+            &KEY2,
+            k,
+            &secret("db-cbc", "shop", "uid-db-cbc", pw),
+        ),
+    )
+    .await;
+    let k = "/registry/secrets/shop/db-gcm";
+    c.delete(k, None).await.unwrap();
+    put(
+        &mut c,
+        k,
+        encrypt(
+            "aesgcm",
+            "gcm1",
+            &GCM1,
+            k,
+            &secret("db-gcm", "shop", "uid-db-gcm-2", pw),
+        ),
+    )
+    .await;
+    put(
+        &mut c,
+        "/registry/example.com/widgets/shop/w1",
+        widget("w1", "uid-w1", 5),
+    )
+    .await;
+    put(
+        &mut c,
+        "/registry/example.com/widgets/shop/w2",
+        widget("w2", "uid-w2", 1),
+    )
+    .await;
+    c.delete("/registry/events/namespaceValue/nameValue", None)
+        .await
+        .unwrap();
+    let b = snapshot(&cluster, dir.path(), "b.db");
+    let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+
+    // ls: names from the keys, encrypted values without keys; non-object keys left out.
+    let all = vec![
+        row(
+            "",
+            "CustomResourceDefinition",
+            "widgets.example.com",
+            "json",
+            true,
+        ),
+        row("", "Namespace", "shop", "protobuf", true),
+        row("junk", "ConfigMap", "garbage", "not an object", false),
+        row("moved", "Secret", "db-gcm", "aesgcm:gcm1", false),
+        row("namespaceValue", "ConfigMap", "nameValue", "protobuf", true),
+        row("namespaceValue", "Event", "nameValue", "protobuf", true),
+        row("shop", "ConfigMap", "app-config", "protobuf", true),
+        row("shop", "Secret", "db-box", "secretbox:box1", false),
+        row("shop", "Secret", "db-cbc", "aescbc:key1", false),
+        row("shop", "Secret", "db-gcm", "aesgcm:gcm1", false),
+        row(
+            "shop",
+            "Secret",
+            "db-kms",
+            "kms:v2:cloudkms (keyID kid-1)",
+            false,
+        ),
+        row("shop", "Service", "web", "protobuf", true),
+        row("shop", "Widget", "w1", "json", true),
+    ];
+    assert_eq!(ls_rows(&run_json(&["k8s", "ls", a, "-A", "--json"])), all);
+    let with_keys = ls_rows(&run_json(&[
+        "k8s",
+        "ls",
+        a,
+        "-A",
+        "--json",
+        "--encryption-config",
+        cfg,
+    ]));
+    let decodable: Vec<_> = with_keys
+        .iter()
+        .filter(|r| r.1 == "Secret")
+        .map(|r| (r.2.as_str(), r.4))
+        .collect();
+    assert_eq!(
+        decodable,
+        vec![
+            ("db-gcm", true),
+            ("db-box", true),
+            ("db-cbc", true),
+            ("db-gcm", true),
+            ("db-kms", false)
+        ]
+    );
+    assert_eq!(
+        ls_rows(&run_json(&[
+            "k8s", "ls", a, "-n", "shop", "--kind", "secret", "--json"
+        ]))
+        .len(),
+        4
+    );
+    assert_eq!(
+        ls_rows(&run_json(&["k8s", "ls", a, "--json"])).len(),
+        2,
+        "default namespace: the cluster-scoped objects only"
+    );
+
+    // --raw is `kubectl get -o json`: the fixture's JSON, resourceVersion from the mod revision.
+    let raw = run_json(&[
+        "k8s",
+        "get",
+        a,
+        "cm/nameValue",
+        "-n",
+        "namespaceValue",
+        "-o",
+        "json",
+        "--raw",
+    ]);
+    let rows = run_json(&[
+        "k8s",
+        "ls",
+        a,
+        "-n",
+        "namespaceValue",
+        "--kind",
+        "cm",
+        "--json",
+    ]);
+    let mut want: Value = serde_json::from_slice(&fixture("core.v1.ConfigMap.json")).unwrap();
+    want["metadata"]["resourceVersion"] =
+        json!(rows[0]["modRevision"].as_i64().unwrap().to_string());
+    let mut diffs = Vec::new();
+    same_json_with_order(&raw, &want, "", &mut diffs);
+    assert!(diffs.is_empty(), "{diffs:?}");
+
+    // Apply-ready: server-set fields gone, YAML with sorted keys that parses back.
+    let o = lifeboat(&["k8s", "get", a, "cm/app-config", "-n", "shop"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let y: Value = serde_yaml_ng::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        y,
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "app-config", "namespace": "shop", "labels": {"app": "web"}},
+            "data": {"color": "blue", "mode": "prod"}})
+    );
+    let svc = lifeboat(&["k8s", "get", a, "service/web", "-n", "shop", "-o", "json"]);
+    assert!(svc.status.success(), "{}", stderr(&svc));
+    let svc: Value = serde_json::from_slice(&svc.stdout).unwrap();
+    assert_eq!(
+        svc,
+        json!({"kind": "Service", "apiVersion": "v1",
+            "metadata": {"name": "web", "namespace": "shop"},
+            "spec": {"ports": [{"protocol": "TCP", "port": 80, "targetPort": 8080}],
+                "selector": {"app": "web"}, "type": "NodePort"}})
+    );
+
+    // Secrets: decrypted with each provider, printed only when asked.
+    let o = lifeboat(&[
+        "k8s",
+        "get",
+        a,
+        "secret/db-gcm",
+        "-n",
+        "shop",
+        "--encryption-config",
+        cfg,
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(o.stdout.is_empty());
+    for name in ["db-cbc", "db-gcm", "db-box"] {
+        let s = run_json(&[
+            "k8s",
+            "get",
+            a,
+            &format!("secret/{name}"),
+            "-n",
+            "shop",
+            "-o",
+            "json",
+            "--encryption-config",
+            cfg,
+            "--show-secrets",
+        ]);
+        assert_eq!(s["data"]["password"], json!(b64(pw)), "{name}");
+        assert_eq!(s["type"], "Opaque");
+    }
+    let o = lifeboat(&["k8s", "get", a, "secrets", "-n", "shop", "--show-secrets"]);
+    assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("aescbc key \"key1\"") && err.contains("kms:v2:cloudkms (keyID kid-1)"),
+        "{err}"
+    );
+    for k in [&KEY1[..], &KEY2, &GCM1, &BOX1] {
+        assert!(!err.contains(&b64(k)), "a key leaked into the errors");
+    }
+    // A value copied under another key does not open with aesgcm: the key is authenticated.
+    let o = lifeboat(&[
+        "k8s",
+        "get",
+        a,
+        "secret/db-gcm",
+        "-n",
+        "moved",
+        "--encryption-config",
+        cfg,
+        "--show-secrets",
+    ]);
+    assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("authentication failed") && o.stdout.is_empty(),
+        "{}",
+        stderr(&o)
+    );
+
+    // Custom resources through the CRD in the same backup; RESOURCE.GROUP always.
+    for kind in ["widgets", "Widget", "wd", "widgets.example.com"] {
+        let w = run_json(&["k8s", "get", a, kind, "-n", "shop", "-o", "json"]);
+        assert_eq!(
+            w,
+            json!({"apiVersion": "example.com/v1", "kind": "Widget",
+            "metadata": {"name": "w1", "namespace": "shop"}, "spec": {"size": 3}}),
+            "{kind}"
+        );
+    }
+    let crd = run_json(&["k8s", "get", a, "crd/widgets.example.com", "-o", "json"]);
+    assert_eq!(crd["apiVersion"], "apiextensions.k8s.io/v1");
+    assert_eq!(
+        crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["type"],
+        "object"
+    );
+    assert!(crd.get("status").is_none());
+
+    // A namespace export: one 0600 file per object in apply order; what cannot be decrypted is
+    // named and the exit code says so.
+    let out = dir.path().join("shop");
+    let o = lifeboat(&[
+        "k8s",
+        "get",
+        a,
+        "all",
+        "-n",
+        "shop",
+        "--out",
+        out.to_str().unwrap(),
+        "--encryption-config",
+        cfg,
+    ]);
+    assert_eq!(o.status.code(), Some(7), "{}", stderr(&o));
+    assert!(stderr(&o).contains("db-kms"));
+    let mut files: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        vec![
+            "001-namespace-_cluster-shop.yaml",
+            "002-configmap-shop-app-config.yaml",
+            "003-secret-shop-db-box.yaml",
+            "004-secret-shop-db-cbc.yaml",
+            "005-secret-shop-db-gcm.yaml",
+            "006-service-shop-web.yaml",
+            "007-widget-shop-w1.yaml",
+        ]
+    );
+    for f in &files {
+        let mode = std::fs::metadata(out.join(f)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{f}");
+    }
+    // kubectl reads the files offline into its typed objects and writes them back unchanged
+    // apart from the label it was asked to add.
+    for f in &files[..2] {
+        let p = out.join(f);
+        let k = Command::new("kubectl")
+            .env("KUBECONFIG", "/dev/null")
+            .args([
+                "label",
+                "--local",
+                "-f",
+                p.to_str().unwrap(),
+                "restored=yes",
+                "-o",
+                "json",
+            ])
+            .output();
+        match k {
+            Ok(k) => {
+                assert!(k.status.success(), "kubectl on {f}: {}", stderr(&k));
+                let mut theirs: Value = serde_json::from_slice(&k.stdout).unwrap();
+                theirs["metadata"]["labels"]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("restored");
+                if theirs["metadata"]["labels"].as_object().unwrap().is_empty() {
+                    theirs["metadata"].as_object_mut().unwrap().remove("labels");
+                }
+                let ours: Value = serde_yaml_ng::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+                assert_eq!(theirs, ours, "{f}");
+            }
+            Err(e) => eprintln!("kubectl not runnable ({e}); the offline kubectl check is skipped"),
+        }
+    }
+
+    // diff: objects, classified; events hidden; re-encryption named.
+    let v = run_json(&["diff", a, b, "--json", "--encryption-config", cfg]);
+    assert_eq!(
+        v["a"]["revision"].as_i64().unwrap() + 9,
+        v["b"]["revision"].as_i64().unwrap()
+    );
+    assert_eq!(v["noiseHidden"], 1);
+    let expected = vec![
+        d(
+            "configmaps",
+            "shop",
+            "app-config",
+            "modified",
+            &["data.color"],
+        ),
+        d("namespaces", "", "shop", "status-only", &["status.phase"]),
+        d(
+            "secrets",
+            "shop",
+            "db-cbc",
+            "unchanged",
+            &["re-encrypted: aescbc:key1 → aescbc:key2"],
+        ),
+        d("secrets", "shop", "db-gcm", "replaced", &[]),
+        d("services", "shop", "web", "removed", &[]),
+        d(
+            "widgets.example.com",
+            "shop",
+            "w1",
+            "modified",
+            &["spec.size"],
+        ),
+        d("widgets.example.com", "shop", "w2", "added", &[]),
+    ];
+    assert_eq!(diff_rows(&v), expected);
+    // Without the keys the encrypted changes are still found, as changes of bytes.
+    let v = run_json(&["diff", a, b, "--json"]);
+    let cbc = diff_rows(&v).into_iter().find(|e| e.2 == "db-cbc").unwrap();
+    assert_eq!(cbc.3, "changed");
+    assert!(
+        cbc.4[0].starts_with("re-encrypted") && cbc.4[1].contains("--encryption-config"),
+        "{:?}",
+        cbc.4
+    );
+    let keys = run_json(&["diff", a, b, "--keys", "--json"]);
+    let changes: Vec<_> = diff_rows(&keys).into_iter().map(|e| (e.2, e.3)).collect();
+    assert_eq!(
+        changes,
+        vec![
+            ("app-config".into(), "changed".into()),
+            ("shop".into(), "changed".into()),
+            ("db-cbc".into(), "changed".into()),
+            ("db-gcm".into(), "changed".into()),
+            ("web".into(), "removed".into()),
+            ("w1".into(), "changed".into()),
+            ("w2".into(), "added".into()),
+        ]
+    );
+
+    // Stored backups: the same answers through --policy, --backup and the identity.
+    let (id, recipient) = age_key();
+    let identity = write_identity(dir.path(), &id);
+    let store = dir.path().join("backups");
+    std::fs::create_dir(&store).unwrap();
+    let policy = write_policy(
+        dir.path(),
+        "k8s",
+        &cluster.endpoints(),
+        &format!("{{name: local, url: \"file://{}\"}}", store.display()),
+        &recipient,
+    );
+    let o = lifeboat(&["backup", "--policy", policy.to_str().unwrap(), "--no-retry"]);
+    assert!(o.status.success(), "backup: {}", stderr(&o));
+    let p = policy.to_str().unwrap();
+    let stored_ls = run_json(&[
+        "k8s",
+        "ls",
+        "--policy",
+        p,
+        "--backup",
+        "latest",
+        "--identity",
+        identity.to_str().unwrap(),
+        "-A",
+        "--json",
+    ]);
+    let file_ls = run_json(&["k8s", "ls", b, "-A", "--json"]);
+    assert_eq!(stored_ls, file_ls);
+    let list = run_json(&["list", "--policy", p, "--json"]);
+    let backup_id = list[0]["id"].as_str().unwrap();
+    let v = run_json(&[
+        "diff",
+        a,
+        backup_id,
+        "--policy",
+        p,
+        "--identity",
+        identity.to_str().unwrap(),
+        "--json",
+        "--encryption-config",
+        cfg,
+    ]);
+    assert_eq!(diff_rows(&v), expected);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn objects_out_of_real_etcd_34_snapshots() {
+    objects_out_of_real_snapshots(etcd_34()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn objects_out_of_real_etcd_35_snapshots() {
+    objects_out_of_real_snapshots(etcd_35()).await;
 }

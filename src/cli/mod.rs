@@ -26,6 +26,7 @@ mod backup;
 mod check;
 mod extract;
 mod inspect;
+mod k8s;
 mod list;
 mod policy;
 mod prune;
@@ -178,6 +179,17 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Kubernetes objects in a backup: list them, get them as apply-ready YAML, decrypt them.
+    K8s {
+        #[command(subcommand)]
+        cmd: k8s::K8sCmd,
+    },
+    /// What changed between two backups: Kubernetes objects (added, removed, modified,
+    /// replaced, status only) or keys.
+    ///
+    /// Each side is a snapshot file, or with --policy a backup id or `latest`. Memory grows with
+    /// the number of keys (a digest each), never with value sizes.
+    Diff(Box<k8s::DiffArgs>),
     /// Stage a verified snapshot for recovery and print the runbook.
     ///
     /// Downloads, decrypts and decompresses a backup (or copies a local file) to OUTPUT.part,
@@ -214,12 +226,23 @@ struct StoredArgs {
     /// Policy whose destinations hold the backup.
     #[arg(long, requires = "backup")]
     policy: Option<PathBuf>,
-    /// Backup id (see `lifeboat list`).
+    /// Backup id (see `lifeboat list`), or `latest`.
     #[arg(long, requires = "policy")]
     backup: Option<String>,
     /// age identity file able to decrypt the backup; may be repeated.
     #[arg(long)]
     identity: Vec<PathBuf>,
+}
+
+impl StoredArgs {
+    /// No stored backup: a local file is read.
+    fn none() -> Self {
+        Self {
+            policy: None,
+            backup: None,
+            identity: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -354,6 +377,14 @@ async fn dispatch(cmd: Command) -> u8 {
             out,
         } => match extract::extract(file, stored, &prefix, &out).await {
             Ok(()) => 0,
+            Err(e) => fail(&e),
+        },
+        Command::K8s { cmd } => match k8s::run(cmd).await {
+            Ok(code) => code,
+            Err(e) => fail(&e),
+        },
+        Command::Diff(a) => match k8s::diff(*a).await {
+            Ok(code) => code,
             Err(e) => fail(&e),
         },
         Command::Restore(a) => match restore::restore(*a).await {

@@ -311,6 +311,81 @@ impl Visitor for LiveKeys {
     }
 }
 
+/// A live key with a digest of its value and its first bytes: enough to list, classify and
+/// compare values without holding them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveDigest {
+    pub key: LiveKey,
+    /// xxh3-128 of the value.
+    pub digest: u128,
+    /// The value's first [`LiveDigests::HEAD`] bytes.
+    pub head: Vec<u8>,
+}
+
+/// Collects [`LiveDigest`]s under a prefix at the database's last revision. Memory grows with
+/// the number of matching keys (key, 40 bytes and the head each), never with value sizes.
+#[derive(Debug, Default)]
+pub struct LiveDigests {
+    prefix: Vec<u8>,
+    in_key: bool,
+    keys: BTreeMap<Vec<u8>, LiveDigest>,
+}
+
+impl LiveDigests {
+    /// Bytes of each value kept: enough for every encoding's header and a protobuf type meta.
+    pub const HEAD: usize = 160;
+
+    pub fn new(prefix: &[u8]) -> Self {
+        Self {
+            prefix: prefix.to_vec(),
+            ..Self::default()
+        }
+    }
+
+    /// The keys, sorted.
+    pub fn into_map(self) -> BTreeMap<Vec<u8>, LiveDigest> {
+        self.keys
+    }
+}
+
+impl Visitor for LiveDigests {
+    fn entry(&mut self, depth: usize, key: &[u8], item: Item<'_>) {
+        match (depth, item) {
+            (0, _) => self.in_key = key == b"key",
+            (1, Item::Value(v)) if self.in_key => {
+                let (Ok(rev), Ok(kv)) = (RevKey::parse(key), KeyValue::parse(v)) else {
+                    return; // reported by the status pass
+                };
+                if !kv.key.starts_with(&self.prefix) {
+                    return;
+                }
+                if rev.tombstone {
+                    self.keys.remove(kv.key);
+                    return;
+                }
+                let live = LiveKey {
+                    key: kv.key.to_vec(),
+                    create_revision: kv.create_revision,
+                    mod_revision: rev.main,
+                    sub_revision: rev.sub,
+                    version: kv.version,
+                    lease: kv.lease,
+                    value_size: kv.value.len() as u64,
+                };
+                self.keys.insert(
+                    kv.key.to_vec(),
+                    LiveDigest {
+                        key: live,
+                        digest: xxhash_rust::xxh3::xxh3_128(kv.value),
+                        head: kv.value[..kv.value.len().min(Self::HEAD)].to_vec(),
+                    },
+                );
+            }
+            _ => {}
+        }
+    }
+}
+
 struct ValuesVisitor<'w, F> {
     wanted: &'w HashSet<(i64, i64)>,
     in_key: bool,

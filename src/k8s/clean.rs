@@ -137,14 +137,12 @@ pub fn apply_ready(obj: &mut Map<String, Value>) -> (Vec<String>, Vec<String>) {
                 }
             }
         }
-        ("v1", "PersistentVolumeClaim") => {
-            if spec.contains_key("volumeName") {
-                warnings.push(
-                    "spec.volumeName kept: the claim binds only to that PersistentVolume, which \
-                     must exist and be Available"
-                        .into(),
-                );
-            }
+        ("v1", "PersistentVolumeClaim") if spec.contains_key("volumeName") => {
+            warnings.push(
+                "spec.volumeName kept: the claim binds only to that PersistentVolume, which must \
+                 exist and be Available"
+                    .into(),
+            );
         }
         ("v1", "PersistentVolume") => {
             if let Some(Value::Object(c)) = spec.get_mut("claimRef") {

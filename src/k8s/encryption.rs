@@ -318,7 +318,7 @@ fn open(p: Provider, secret: &[u8], etcd_key: &[u8], body: &[u8]) -> Result<Vec<
     match p {
         Provider::Aescbc => {
             use aes::cipher::{BlockDecryptMut, KeyIvInit, block_padding::Pkcs7};
-            if body.len() < 32 || body.len() % 16 != 0 {
+            if body.len() < 32 || !body.len().is_multiple_of(16) {
                 return Err(format!(
                     "{} bytes is not an IV and whole AES blocks",
                     body.len()

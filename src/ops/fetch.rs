@@ -168,6 +168,17 @@ pub fn require_identities(m: &Manifest, identities: &Identities) -> Result<()> {
 
 /// Fetch backup `id` of `lp` into a private file in the policy's spool directory.
 pub async fn fetch(lp: &LoadedPolicy, id: &str, identity_files: &[PathBuf]) -> Result<Fetched> {
+    // `latest`: the newest backup any destination lists.
+    let latest;
+    let id = if id == "latest" {
+        latest = super::restore::choose(lp, &super::restore::Selector::Latest)
+            .await?
+            .manifest
+            .id;
+        latest.as_str()
+    } else {
+        id
+    };
     let id = BackupId::parse(id).ok_or_else(|| {
         Error::new(
             Kind::Policy,

@@ -135,7 +135,8 @@ pub fn inspect_keys(
     Ok((report, keys.into_keys()))
 }
 
-fn inspect_file_with(
+/// [`inspect_file`] with `extra` visiting every entry in the same read. Blocking.
+pub fn inspect_file_with(
     path: &Path,
     hashing: Hashing,
     extra: &mut impl Visitor,

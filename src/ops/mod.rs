@@ -7,6 +7,7 @@ pub mod drill;
 pub mod etcdutl;
 pub mod fetch;
 pub mod inspect;
+pub mod k8s;
 pub mod keys;
 pub mod list;
 pub mod load;

@@ -1,0 +1,575 @@
+//! `lifeboat k8s ls|get` and `lifeboat diff`: Kubernetes objects out of a snapshot file or a
+//! stored backup.
+
+use super::*;
+use crate::k8s::encryption::Keyring;
+use crate::k8s::keys::{Catalog, Resource};
+use crate::ops::k8s::{self as k8sops, Namespaces, Scan};
+
+/// Options shared by the k8s commands.
+#[derive(Debug, clap::Args)]
+pub(super) struct Common {
+    /// The apiserver's EncryptionConfiguration, to decrypt aescbc, aesgcm and secretbox values;
+    /// may be repeated (rotated keys from older files).
+    #[arg(long, value_name = "FILE")]
+    encryption_config: Vec<PathBuf>,
+    /// The apiserver's --etcd-prefix (default: found in the snapshot, /registry or /kubernetes.io).
+    #[arg(long, value_name = "PREFIX")]
+    etcd_prefix: Option<String>,
+    /// Namespace (default: "default"; cluster-scoped objects are always included).
+    #[arg(short = 'n', long, conflicts_with = "all_namespaces")]
+    namespace: Option<String>,
+    /// Every namespace.
+    #[arg(short = 'A', long)]
+    all_namespaces: bool,
+}
+
+impl Common {
+    fn namespaces(&self) -> Namespaces {
+        match (&self.namespace, self.all_namespaces) {
+            (_, true) => Namespaces::All,
+            (Some(n), false) => Namespaces::One(n.clone()),
+            (None, false) => Namespaces::One("default".into()),
+        }
+    }
+
+    fn keyring(&self) -> Result<Keyring, Error> {
+        let mut k = Keyring::default();
+        for f in &self.encryption_config {
+            let text = std::fs::read_to_string(f).map_err(|e| {
+                Error::new(Kind::Crypto, format!("cannot read {}: {e}", f.display()))
+            })?;
+            k.add_config(&text).map_err(|m| {
+                Error::new(
+                    Kind::Crypto,
+                    format!(
+                        "{}: {m}; pass the EncryptionConfiguration file kube-apiserver reads \
+                         (--encryption-provider-config)",
+                        f.display()
+                    ),
+                )
+            })?;
+        }
+        Ok(k)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub(super) enum K8sCmd {
+    /// List the Kubernetes objects in a backup: namespace, kind, name, mod revision, encoding
+    /// (protobuf, json, cbor, or the encryption provider and key), size.
+    ///
+    /// Names come from the keys, so encrypted values are listed without keys.
+    Ls {
+        /// Snapshot file.
+        #[arg(required_unless_present = "backup", conflicts_with = "backup")]
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        stored: StoredArgs,
+        #[command(flatten)]
+        common: Common,
+        /// Only this kind (as kubectl takes it: cm, configmap, deployments.apps, widgets.example.com).
+        #[arg(long)]
+        kind: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print objects from a backup, apply-ready by default.
+    ///
+    /// Apply-ready: server-set fields (uid, resourceVersion, creationTimestamp, generation,
+    /// managedFields, ownerReferences, status, allocated cluster IPs and node ports, ...) are
+    /// removed and objects a controller owns are skipped. KIND is `all` for every object of the
+    /// namespace (with -n) in apply order. Secrets print only with --out or --show-secrets.
+    Get {
+        /// [FILE] KIND[/NAME]: the snapshot file (or --policy/--backup) and what to get.
+        #[arg(required = true, num_args = 1..=2, value_name = "[FILE] KIND[/NAME]")]
+        args: Vec<String>,
+        #[command(flatten)]
+        stored: StoredArgs,
+        #[command(flatten)]
+        common: Common,
+        /// Output format.
+        #[arg(short = 'o', long, value_enum, default_value = "yaml")]
+        output: Format,
+        /// Print objects as the apiserver served them (`kubectl get -o yaml`), resourceVersion
+        /// from the etcd mod revision; nothing removed or skipped.
+        #[arg(long)]
+        raw: bool,
+        /// Keep objects a controller owns (Pods of ReplicaSets, ...), token Secrets, events.
+        #[arg(long)]
+        include_owned: bool,
+        /// Write one 0600 file per object into this new directory, in apply order.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Print Secrets on stdout (they are otherwise only written with --out).
+        #[arg(long)]
+        show_secrets: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(super) enum Format {
+    Yaml,
+    Json,
+}
+
+/// A snapshot file read for objects, and where it came from.
+struct Loaded {
+    scan: Scan,
+    label: String,
+    _fetched: Option<ops::fetch::Fetched>,
+}
+
+async fn load(
+    file: Option<PathBuf>,
+    stored: StoredArgs,
+    prefix: Option<String>,
+) -> Result<Loaded, Error> {
+    let (path, fetched) = super::inspect::snapshot_source(file, stored).await?;
+    let hashing = fetched
+        .as_ref()
+        .map_or(Hashing::Compute, |f| Hashing::Known(f.image_sha256));
+    let label = fetched.as_ref().map_or_else(
+        || path.display().to_string(),
+        |f| {
+            format!(
+                "backup {} (taken {})",
+                f.manifest.id,
+                f.manifest
+                    .started_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            )
+        },
+    );
+    let scan = blocking(move || k8sops::scan(&path, hashing, prefix.as_deref())).await?;
+    Ok(Loaded {
+        scan,
+        label,
+        _fetched: fetched,
+    })
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Error> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::new(Kind::Internal, format!("k8s task failed: {e}")))?
+}
+
+fn resolve(cat: &Catalog, kind: &str) -> Result<Vec<Resource>, Error> {
+    let r = cat.resolve(kind);
+    if r.is_empty() {
+        return Err(Error::new(
+            Kind::Usage,
+            format!(
+                "the backup has no resource type {kind:?}; use a kind as kubectl takes it (cm, \
+                 configmap, Deployment, deployments.apps) or RESOURCE.GROUP for custom resources \
+                 (see `lifeboat k8s ls`)"
+            ),
+        ));
+    }
+    Ok(r)
+}
+
+pub(super) async fn run(cmd: K8sCmd) -> Result<u8, Error> {
+    match cmd {
+        K8sCmd::Ls {
+            file,
+            stored,
+            common,
+            kind,
+            json: json_out,
+        } => {
+            let keyring = common.keyring()?;
+            let ns = common.namespaces();
+            let prefix = common.etcd_prefix.clone();
+            let l = load(file, stored, prefix.clone()).await?;
+            let (rows, warnings, rev) = blocking(move || {
+                let (cat, warnings) = k8sops::catalog(&l.scan, &keyring, prefix.as_deref())?;
+                let only = kind.map(|k| resolve(&cat, &k)).transpose()?;
+                let rows = k8sops::ls(
+                    &l.scan,
+                    &cat,
+                    &keyring,
+                    prefix.as_deref(),
+                    &ns,
+                    only.as_deref(),
+                )?;
+                Ok((rows, warnings, l.scan.revision))
+            })
+            .await?;
+            for w in &warnings {
+                tracing::warn!("{w}");
+            }
+            if json_out {
+                out!("{}", serde_json::to_string_pretty(&rows).expect("json"));
+                return Ok(0);
+            }
+            out!(
+                "{:<20} {:<36} {:<40} {:>9} {:<24} {:>8}",
+                "NAMESPACE",
+                "KIND",
+                "NAME",
+                "REV",
+                "ENCODING",
+                "SIZE"
+            );
+            for r in &rows {
+                let kind = if r.group.is_empty() {
+                    r.kind.clone()
+                } else {
+                    format!("{}.{}", r.kind, r.group)
+                };
+                let enc = if r.decodable {
+                    r.encoding.clone()
+                } else {
+                    format!("{} (not decodable)", r.encoding)
+                };
+                out!(
+                    "{:<20} {:<36} {:<40} {:>9} {:<24} {:>8}",
+                    if r.namespace.is_empty() {
+                        "-"
+                    } else {
+                        &r.namespace
+                    },
+                    kind,
+                    r.name,
+                    r.mod_revision,
+                    enc,
+                    r.size
+                );
+            }
+            eprintln!("{} object(s) at revision {rev}", rows.len());
+            Ok(0)
+        }
+        K8sCmd::Get {
+            args,
+            stored,
+            common,
+            output,
+            raw,
+            include_owned,
+            out,
+            show_secrets,
+        } => {
+            let (file, what) = match args.as_slice() {
+                [what] => (None, what.clone()),
+                [file, what] => (Some(PathBuf::from(file)), what.clone()),
+                _ => unreachable!("clap takes one or two"),
+            };
+            if file.is_some() == stored.backup.is_some() {
+                return Err(Error::new(
+                    Kind::Usage,
+                    "give either a snapshot FILE or --policy with --backup, and KIND[/NAME]",
+                ));
+            }
+            let (kind, name) = match what.split_once('/') {
+                Some((k, n)) => (k.to_string(), Some(n.to_string())),
+                None => (what.clone(), None),
+            };
+            let keyring = common.keyring()?;
+            let ns = common.namespaces();
+            let prefix = common.etcd_prefix.clone();
+            let l = load(file, stored, prefix.clone()).await?;
+            let label = l.label.clone();
+            let (report, rev) = blocking(move || {
+                let (cat, warnings) = k8sops::catalog(&l.scan, &keyring, prefix.as_deref())?;
+                for w in &warnings {
+                    tracing::warn!("{w}");
+                }
+                let resources = if kind == "all" {
+                    None
+                } else {
+                    Some(resolve(&cat, &kind)?)
+                };
+                let sel = k8sops::Selection {
+                    resources,
+                    name,
+                    namespaces: ns,
+                    raw,
+                    include_owned,
+                };
+                Ok((
+                    k8sops::get(&l.scan, &cat, &keyring, prefix.as_deref(), &sel)?,
+                    l.scan.revision,
+                ))
+            })
+            .await?;
+            print_get(report, rev, &label, &what, output, out, show_secrets)
+        }
+    }
+}
+
+fn print_get(
+    mut report: k8sops::GetReport,
+    rev: i64,
+    label: &str,
+    what: &str,
+    output: Format,
+    out: Option<PathBuf>,
+    show_secrets: bool,
+) -> Result<u8, Error> {
+    for s in &report.skipped {
+        eprintln!("skipped {}: {} (--include-owned keeps it)", s.key, s.reason);
+    }
+    for o in &report.objects {
+        for w in &o.warnings {
+            eprintln!("warning: {}: {w}", o.key);
+        }
+    }
+    if let Some(dir) = out {
+        let files = k8sops::write_objects(&dir, &report.objects, matches!(output, Format::Json))?;
+        for f in &files {
+            out!("{}", f.display());
+        }
+        eprintln!(
+            "{} object(s) from {label} at revision {rev} written to {} in apply order; apply them \
+             with: kubectl apply -f {}",
+            files.len(),
+            dir.display(),
+            dir.display()
+        );
+    } else {
+        let secrets = report.objects.iter().filter(|o| o.is_secret()).count();
+        if !show_secrets && secrets > 0 {
+            report.objects.retain(|o| !o.is_secret());
+            eprintln!(
+                "{secrets} Secret(s) not printed: Secrets print only with --show-secrets, or are \
+                 written with --out DIR (files 0600)"
+            );
+            if report.objects.is_empty() && report.failed.is_empty() {
+                return Err(Error::new(
+                    Kind::Usage,
+                    "only Secrets matched; add --show-secrets to print them or --out DIR to \
+                     write them to private files",
+                ));
+            }
+        }
+        match output {
+            Format::Yaml => {
+                for (i, o) in report.objects.iter().enumerate() {
+                    if i > 0 {
+                        out!("---");
+                    }
+                    let y = k8sops::to_yaml(&o.object);
+                    out!("{}", y.trim_end());
+                }
+            }
+            Format::Json => {
+                let v = if report.objects.len() == 1 {
+                    serde_json::Value::Object(report.objects[0].object.clone())
+                } else {
+                    json!({"apiVersion": "v1", "kind": "List",
+                        "items": report.objects.iter().map(|o| serde_json::Value::Object(o.object.clone())).collect::<Vec<_>>()})
+                };
+                out!("{}", serde_json::to_string_pretty(&v).expect("json"));
+            }
+        }
+        eprintln!(
+            "{} object(s) from {label} at revision {rev}",
+            report.objects.len()
+        );
+    }
+    if !report.failed.is_empty() {
+        for f in &report.failed {
+            eprintln!("not decoded {}: {}", f.key, f.reason);
+        }
+        let encrypted = report
+            .failed
+            .iter()
+            .any(|f| f.reason.contains("encrypted with"));
+        return Err(Error::new(
+            if encrypted {
+                Kind::Crypto
+            } else {
+                Kind::Verify
+            },
+            format!(
+                "{} object(s) could not be read (listed above){}",
+                report.failed.len(),
+                if encrypted {
+                    "; pass the EncryptionConfiguration holding their keys with \
+                     --encryption-config"
+                } else {
+                    ""
+                }
+            ),
+        ));
+    }
+    if report.objects.is_empty() && report.skipped.is_empty() {
+        return Err(Error::new(
+            Kind::Usage,
+            format!("nothing matches {what} at revision {rev} of {label} (see `lifeboat k8s ls`)"),
+        ));
+    }
+    Ok(0)
+}
+
+/// `lifeboat diff` arguments.
+#[derive(Debug, clap::Args)]
+pub(super) struct DiffArgs {
+    /// The older side: a snapshot file, or with --policy a backup id (or `latest`).
+    a: String,
+    /// The newer side: a snapshot file, or with --policy a backup id (or `latest`).
+    b: String,
+    /// Policy whose destinations hold the backups named by id.
+    #[arg(long)]
+    policy: Option<PathBuf>,
+    /// age identity file able to decrypt the backups; may be repeated.
+    #[arg(long)]
+    identity: Vec<PathBuf>,
+    /// Compare keys and value bytes only (no decoding).
+    #[arg(long, conflicts_with = "objects")]
+    keys: bool,
+    /// Compare Kubernetes objects: modified, replaced (deleted and created again), status only
+    /// (the default when the snapshots hold Kubernetes keys).
+    #[arg(long)]
+    objects: bool,
+    #[command(flatten)]
+    common: Common,
+    /// Only this kind (as kubectl takes it).
+    #[arg(long)]
+    kind: Option<String>,
+    /// Show events and leases too (rewritten by the cluster all the time).
+    #[arg(long)]
+    include_noise: bool,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+async fn load_side(
+    side: &str,
+    policy: &Option<PathBuf>,
+    identity: &[PathBuf],
+    prefix: Option<String>,
+) -> Result<Loaded, Error> {
+    let p = PathBuf::from(side);
+    if p.exists() || policy.is_none() {
+        return load(Some(p), StoredArgs::none(), prefix).await;
+    }
+    load(
+        None,
+        StoredArgs {
+            policy: policy.clone(),
+            backup: Some(side.to_string()),
+            identity: identity.to_vec(),
+        },
+        prefix,
+    )
+    .await
+}
+
+pub(super) async fn diff(a: DiffArgs) -> Result<u8, Error> {
+    let keyring = a.common.keyring()?;
+    let prefix = a.common.etcd_prefix.clone();
+    // Without -n or -A, diff compares every namespace: a diff of only "default" would hide most.
+    let ns = if a.common.namespace.is_none() {
+        Namespaces::All
+    } else {
+        a.common.namespaces()
+    };
+    let la = load_side(&a.a, &a.policy, &a.identity, prefix.clone()).await?;
+    let lb = load_side(&a.b, &a.policy, &a.identity, prefix.clone()).await?;
+    let (label_a, label_b) = (la.label.clone(), lb.label.clone());
+    let (kind, keys_only, objects) = (a.kind.clone(), a.keys, a.objects);
+    let include_noise = a.include_noise;
+    let report = blocking(move || {
+        let (mut cat, mut warnings) = k8sops::catalog(&lb.scan, &keyring, prefix.as_deref())?;
+        let (cat_a, wa) = k8sops::catalog(&la.scan, &keyring, prefix.as_deref())?;
+        warnings.extend(wa);
+        for r in cat_a.resources {
+            if cat.get(&r.resource).is_none() {
+                cat.resources.push(r);
+            }
+        }
+        for w in &warnings {
+            tracing::warn!("{w}");
+        }
+        let objects = objects
+            || (!keys_only
+                && (la.scan.prefix.is_some() || lb.scan.prefix.is_some() || prefix.is_some()));
+        let only = kind.map(|k| resolve(&cat, &k)).transpose()?;
+        let opts = k8sops::DiffOptions {
+            objects,
+            namespaces: ns,
+            only,
+            include_noise,
+        };
+        k8sops::diff(&la.scan, &lb.scan, &cat, &keyring, prefix.as_deref(), &opts)
+    })
+    .await?;
+    if a.json {
+        out!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "a": {"source": label_a, "revision": report.a_revision},
+                "b": {"source": label_b, "revision": report.b_revision},
+                "changes": report.entries,
+                "noiseHidden": report.noise_hidden,
+            }))
+            .expect("json")
+        );
+        return Ok(0);
+    }
+    out!("A: {label_a} at revision {}", report.a_revision);
+    out!("B: {label_b} at revision {}", report.b_revision);
+    let mut group = (String::new(), String::new());
+    for e in &report.entries {
+        let g = (e.resource.clone(), e.namespace.clone());
+        if g != group {
+            out!(
+                "\n{}{}",
+                if e.resource.is_empty() {
+                    "(keys)"
+                } else {
+                    &e.resource
+                },
+                if e.namespace.is_empty() {
+                    String::new()
+                } else {
+                    format!(" in {}", e.namespace)
+                }
+            );
+            group = g;
+        }
+        let what = if e.name.is_empty() { &e.key } else { &e.name };
+        let revs = format!(
+            "{} → {}",
+            e.a_mod_revision.map_or("-".into(), |r| r.to_string()),
+            e.b_mod_revision.map_or("-".into(), |r| r.to_string())
+        );
+        let detail = if e.detail.is_empty() {
+            String::new()
+        } else {
+            format!("  ({})", e.detail.join(", "))
+        };
+        out!("  {:<12} {what}  [rev {revs}]{detail}", e.change.as_str());
+    }
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for e in &report.entries {
+        *counts.entry(e.change.as_str()).or_default() += 1;
+    }
+    let summary: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
+    out!(
+        "\n{}{}",
+        if summary.is_empty() {
+            "no differences".to_string()
+        } else {
+            summary.join(", ")
+        },
+        if report.noise_hidden > 0 {
+            format!(
+                "; {} event/lease change(s) hidden (--include-noise shows them)",
+                report.noise_hidden
+            )
+        } else {
+            String::new()
+        }
+    );
+    Ok(0)
+}
+
+use std::collections::BTreeMap;
