@@ -720,6 +720,15 @@ async fn objects_out_of_real_snapshots(dist: EtcdDist) {
             "{kind}"
         );
     }
+    let list = run_json(&["k8s", "get", b, "widgets", "-n", "shop", "-o", "json"]);
+    assert_eq!(list["kind"], "List");
+    let names: Vec<_> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["w1", "w2"]);
     let crd = run_json(&["k8s", "get", a, "crd/widgets.example.com", "-o", "json"]);
     assert_eq!(crd["apiVersion"], "apiextensions.k8s.io/v1");
     assert_eq!(

@@ -272,9 +272,14 @@ pub(super) async fn run(cmd: K8sCmd) -> Result<u8, Error> {
             let keyring = common.keyring()?;
             let ns = common.namespaces();
             let prefix = common.etcd_prefix.clone();
+            // Create the output directory before the long read, so a bad --out fails at once.
+            let dir = out
+                .as_deref()
+                .map(|d| k8sops::ObjectsDir::create(d, matches!(output, Format::Json)))
+                .transpose()?;
             let l = load(file, stored, prefix.clone()).await?;
             let label = l.label.clone();
-            let (report, rev) = blocking(move || {
+            let (report, printer, rev) = blocking(move || {
                 let (cat, warnings) = k8sops::catalog(&l.scan, &keyring, prefix.as_deref())?;
                 for w in &warnings {
                     tracing::warn!("{w}");
@@ -291,86 +296,138 @@ pub(super) async fn run(cmd: K8sCmd) -> Result<u8, Error> {
                     raw,
                     include_owned,
                 };
-                Ok((
-                    k8sops::get(&l.scan, &cat, &keyring, prefix.as_deref(), &sel)?,
-                    l.scan.revision,
-                ))
+                let mut printer = Printer {
+                    format: output,
+                    show_secrets,
+                    dir,
+                    pending: None,
+                    printed: 0,
+                    secrets_hidden: 0,
+                };
+                let report = k8sops::get(&l.scan, &cat, &keyring, prefix.as_deref(), &sel, |o| {
+                    printer.take(o)
+                })?;
+                Ok((report, printer, l.scan.revision))
             })
             .await?;
-            print_get(report, rev, &label, &what, output, out, show_secrets)
+            finish_get(report, printer, rev, &label, &what)
         }
     }
 }
 
-fn print_get(
-    mut report: k8sops::GetReport,
+/// Prints (or writes) objects as `k8s get` produces them, holding at most one.
+struct Printer {
+    format: Format,
+    show_secrets: bool,
+    dir: Option<k8sops::ObjectsDir>,
+    /// JSON: the last object, printed when the next arrives (a single object prints bare, more
+    /// print as a kubectl List).
+    pending: Option<String>,
+    printed: usize,
+    secrets_hidden: usize,
+}
+
+impl Printer {
+    fn take(&mut self, o: k8sops::Got) -> Result<(), Error> {
+        for w in &o.warnings {
+            eprintln!("warning: {}: {w}", o.key);
+        }
+        if let Some(d) = &mut self.dir {
+            d.write(&o)?;
+            self.printed += 1;
+            return Ok(());
+        }
+        if o.is_secret() && !self.show_secrets {
+            self.secrets_hidden += 1;
+            return Ok(());
+        }
+        match self.format {
+            Format::Yaml => {
+                if self.printed > 0 {
+                    out!("---");
+                }
+                out!("{}", k8sops::to_yaml(&o.object).trim_end());
+            }
+            Format::Json => {
+                let body = serde_json::to_string_pretty(&o.object).expect("json");
+                if let Some(prev) = self.pending.replace(body) {
+                    if self.printed == 1 {
+                        out!(
+                            "{{\n  \"apiVersion\": \"v1\",\n  \"kind\": \"List\",\n  \"items\": ["
+                        );
+                    }
+                    out!("{},", indent(&prev));
+                }
+            }
+        }
+        self.printed += 1;
+        Ok(())
+    }
+
+    /// Print what is held; the files written with --out.
+    fn finish(mut self) -> Result<Option<Vec<PathBuf>>, Error> {
+        if let Some(last) = self.pending.take() {
+            if self.printed == 1 {
+                out!("{last}");
+            } else {
+                out!("{}\n  ]\n}}", indent(&last));
+            }
+        }
+        self.dir.take().map(k8sops::ObjectsDir::finish).transpose()
+    }
+}
+
+fn indent(s: &str) -> String {
+    s.lines()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn finish_get(
+    report: k8sops::GetReport,
+    printer: Printer,
     rev: i64,
     label: &str,
     what: &str,
-    output: Format,
-    out: Option<PathBuf>,
-    show_secrets: bool,
 ) -> Result<u8, Error> {
     for s in &report.skipped {
         eprintln!("skipped {}: {} (--include-owned keeps it)", s.key, s.reason);
     }
-    for o in &report.objects {
-        for w in &o.warnings {
-            eprintln!("warning: {}: {w}", o.key);
-        }
-    }
-    if let Some(dir) = out {
-        let files = k8sops::write_objects(&dir, &report.objects, matches!(output, Format::Json))?;
-        for f in &files {
-            out!("{}", f.display());
-        }
-        eprintln!(
-            "{} object(s) from {label} at revision {rev} written to {} in apply order; apply them \
-             with: kubectl apply -f {}",
-            files.len(),
-            dir.display(),
-            dir.display()
-        );
-    } else {
-        let secrets = report.objects.iter().filter(|o| o.is_secret()).count();
-        if !show_secrets && secrets > 0 {
-            report.objects.retain(|o| !o.is_secret());
-            eprintln!(
-                "{secrets} Secret(s) not printed: Secrets print only with --show-secrets, or are \
-                 written with --out DIR (files 0600)"
-            );
-            if report.objects.is_empty() && report.failed.is_empty() {
-                return Err(Error::new(
-                    Kind::Usage,
-                    "only Secrets matched; add --show-secrets to print them or --out DIR to \
-                     write them to private files",
-                ));
+    let (printed, hidden) = (printer.printed, printer.secrets_hidden);
+    let dir = printer.dir.as_ref().map(|_| ());
+    let files = printer.finish()?;
+    match (&files, dir) {
+        (Some(files), _) => {
+            for f in files {
+                out!("{}", f.display());
             }
+            let d = files
+                .first()
+                .and_then(|f| f.parent())
+                .map_or(String::new(), |p| p.display().to_string());
+            eprintln!(
+                "{} object(s) from {label} at revision {rev} written in apply order; apply \
+                 them with: kubectl apply -f {d}",
+                files.len()
+            );
         }
-        match output {
-            Format::Yaml => {
-                for (i, o) in report.objects.iter().enumerate() {
-                    if i > 0 {
-                        out!("---");
-                    }
-                    let y = k8sops::to_yaml(&o.object);
-                    out!("{}", y.trim_end());
+        (None, _) => {
+            if hidden > 0 {
+                eprintln!(
+                    "{hidden} Secret(s) not printed: Secrets print only with --show-secrets, or \
+                     are written with --out DIR (files 0600)"
+                );
+                if printed == 0 && report.failed.is_empty() {
+                    return Err(Error::new(
+                        Kind::Usage,
+                        "only Secrets matched; add --show-secrets to print them or --out DIR to \
+                         write them to private files",
+                    ));
                 }
             }
-            Format::Json => {
-                let v = if report.objects.len() == 1 {
-                    serde_json::Value::Object(report.objects[0].object.clone())
-                } else {
-                    json!({"apiVersion": "v1", "kind": "List",
-                        "items": report.objects.iter().map(|o| serde_json::Value::Object(o.object.clone())).collect::<Vec<_>>()})
-                };
-                out!("{}", serde_json::to_string_pretty(&v).expect("json"));
-            }
+            eprintln!("{printed} object(s) from {label} at revision {rev}");
         }
-        eprintln!(
-            "{} object(s) from {label} at revision {rev}",
-            report.objects.len()
-        );
     }
     if !report.failed.is_empty() {
         for f in &report.failed {
@@ -398,7 +455,7 @@ fn print_get(
             ),
         ));
     }
-    if report.objects.is_empty() && report.skipped.is_empty() {
+    if report.emitted == 0 && report.skipped.is_empty() {
         return Err(Error::new(
             Kind::Usage,
             format!("nothing matches {what} at revision {rev} of {label} (see `lifeboat k8s ls`)"),

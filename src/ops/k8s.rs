@@ -98,6 +98,54 @@ impl Scan {
         .map_err(|m| Error::new(Kind::Io, m))?;
         Ok(out)
     }
+
+    /// Hand `f` the value of each key, in the order given, reading the file once per batch of
+    /// at most `budget` bytes of values (at least one value per batch): memory stays bounded
+    /// whatever the selection, and a small selection costs one read.
+    pub fn values_in_order(
+        &self,
+        keys: &[&[u8]],
+        budget: u64,
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        for batch in batches(keys, budget, |k| {
+            self.entries.get(k).map_or(0, |d| d.key.value_size)
+        }) {
+            let values = self.values(batch)?;
+            for k in batch {
+                if let Some(v) = values.get(*k) {
+                    f(k, v)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Bytes of values held at once by `get` and `diff` (per side).
+pub const VALUE_BUDGET: u64 = 64 << 20;
+
+/// Split `keys` into consecutive runs whose sizes add up to at most `budget` (a larger single
+/// item gets a run of its own).
+fn batches<'k>(
+    keys: &'k [&'k [u8]],
+    budget: u64,
+    size: impl Fn(&[u8]) -> u64,
+) -> Vec<&'k [&'k [u8]]> {
+    let mut out = Vec::new();
+    let (mut start, mut sum) = (0, 0u64);
+    for (i, k) in keys.iter().enumerate() {
+        let n = size(k);
+        if i > start && sum + n > budget {
+            out.push(&keys[start..i]);
+            (start, sum) = (i, 0);
+        }
+        sum += n;
+    }
+    if start < keys.len() {
+        out.push(&keys[start..]);
+    }
+    out
 }
 
 /// Which namespaces to read.
@@ -252,8 +300,6 @@ pub struct Got {
     pub warnings: Vec<String>,
     #[serde(skip)]
     pub object: Map<String, Value>,
-    #[serde(skip)]
-    rank: u8,
 }
 
 impl Got {
@@ -271,21 +317,23 @@ pub struct Left {
 
 #[derive(Debug, Default)]
 pub struct GetReport {
-    /// In apply order.
-    pub objects: Vec<Got>,
+    /// Objects handed to the sink.
+    pub emitted: usize,
     /// Left out on purpose (owned by a controller, token Secrets, churn).
     pub skipped: Vec<Left>,
     /// Could not be read (no key, KMS, undecodable, not an object).
     pub failed: Vec<Left>,
 }
 
-/// `k8s get`.
+/// `k8s get`: hands `sink` each object, in apply order (namespaces, CRDs, RBAC, configuration,
+/// storage, services, workloads, custom resources), decoding one bounded batch at a time.
 pub fn get(
     scan: &Scan,
     cat: &Catalog,
     keyring: &Keyring,
     prefix: Option<&str>,
     sel: &Selection,
+    mut sink: impl FnMut(Got) -> Result<()>,
 ) -> Result<GetReport> {
     let p = scan.prefix(prefix)?;
     let mut chosen: Vec<(&[u8], ObjectKey)> = Vec::new();
@@ -310,25 +358,36 @@ pub fn get(
             chosen.push((k.as_slice(), ok));
         }
     }
-    let keys: Vec<&[u8]> = chosen.iter().map(|(k, _)| *k).collect();
-    let values = scan.values(&keys)?;
+    // The order is known from the keys alone, so values can be read in it batch by batch.
+    chosen.sort_by(|(_, a), (_, b)| {
+        let rank = |o: &ObjectKey| clean::apply_rank(&o.resource.group, &o.resource.resource);
+        (rank(a), &a.namespace, &a.resource, &a.name).cmp(&(
+            rank(b),
+            &b.namespace,
+            &b.resource,
+            &b.name,
+        ))
+    });
+    let order: Vec<&[u8]> = chosen.iter().map(|(k, _)| *k).collect();
+    let parsed: HashMap<&[u8], &ObjectKey> = chosen.iter().map(|(k, o)| (*k, o)).collect();
     let mut report = GetReport::default();
-    for (k, ok) in chosen {
+    scan.values_in_order(&order, VALUE_BUDGET, |k, v| {
+        let ok = parsed[k];
         let key = String::from_utf8_lossy(k).into_owned();
         let d = &scan.entries[k];
-        let mut obj = match value::read(schema(), keyring, k, &values[k]) {
+        let mut obj = match value::read(schema(), keyring, k, v) {
             Ok(o) => o,
             Err(e) => {
                 report.failed.push(Left {
                     key,
                     reason: e.to_string(),
                 });
-                continue;
+                return Ok(());
             }
         };
-        if let Some(reason) = leave_out(&ok, &obj.object, sel) {
+        if let Some(reason) = leave_out(ok, &obj.object, sel) {
             report.skipped.push(Left { key, reason });
-            continue;
+            return Ok(());
         }
         let (removed, mut warnings) = if sel.raw {
             clean::as_served(&mut obj.object, d.key.mod_revision);
@@ -337,30 +396,21 @@ pub fn get(
             clean::apply_ready(&mut obj.object)
         };
         warnings.extend(obj.warnings);
-        report.objects.push(Got {
+        report.emitted += 1;
+        sink(Got {
             kind: obj.object["kind"].as_str().unwrap_or_default().to_string(),
-            rank: clean::apply_rank(&ok.resource.group, &ok.resource.resource),
             key,
-            group: ok.resource.group,
-            resource: ok.resource.resource,
-            namespace: ok.namespace,
-            name: ok.name,
+            group: ok.resource.group.clone(),
+            resource: ok.resource.resource.clone(),
+            namespace: ok.namespace.clone(),
+            name: ok.name.clone(),
             mod_revision: d.key.mod_revision,
             encoding: obj.encoding.to_string(),
             removed,
             warnings,
             object: obj.object,
-        });
-    }
-    report.objects.sort_by(|a, b| {
-        (a.rank, &a.namespace, &a.group, &a.resource, &a.name).cmp(&(
-            b.rank,
-            &b.namespace,
-            &b.group,
-            &b.resource,
-            &b.name,
-        ))
-    });
+        })
+    })?;
     Ok(report)
 }
 
@@ -406,77 +456,102 @@ pub fn to_yaml(obj: &Map<String, Value>) -> String {
         .expect("JSON values serialise as YAML")
 }
 
-/// Write one 0600 file per object into a new directory `dir`, named
-/// `NNN-<kind>-<namespace>-<name>.yaml` in apply order. The directory appears only complete.
-pub fn write_objects(dir: &Path, objects: &[Got], json: bool) -> Result<Vec<PathBuf>> {
-    if dir.exists() && std::fs::read_dir(dir).map_or(true, |mut d| d.next().is_some()) {
-        return Err(Error::new(
-            Kind::Usage,
-            format!(
-                "{} exists and is not an empty directory; choose a new --out",
-                dir.display()
-            ),
-        ));
-    }
-    let name = dir
-        .file_name()
-        .map_or_else(|| "out".into(), |n| n.to_string_lossy().into_owned());
-    let parent = dir
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let part = parent.join(format!(".{name}.part-{}", std::process::id()));
-    let io = |what: &str, p: &Path, e: std::io::Error| {
-        Error::new(Kind::Io, format!("{what} {}: {e}", p.display()))
-    };
-    {
+/// A new directory of one 0600 file per object, `NNN-<kind>-<namespace>-<name>.yaml` in the
+/// order written. It appears under its name only when [`ObjectsDir::finish`] runs; until then
+/// it is a hidden `.NAME.part-PID` sibling, removed if the run fails.
+pub struct ObjectsDir {
+    dir: PathBuf,
+    part: PathBuf,
+    json: bool,
+    files: Vec<PathBuf>,
+    done: bool,
+}
+
+impl ObjectsDir {
+    pub fn create(dir: &Path, json: bool) -> Result<Self> {
+        if dir.exists() && std::fs::read_dir(dir).map_or(true, |mut d| d.next().is_some()) {
+            return Err(Error::new(
+                Kind::Usage,
+                format!(
+                    "{} exists and is not an empty directory; choose a new --out",
+                    dir.display()
+                ),
+            ));
+        }
+        let name = dir
+            .file_name()
+            .map_or_else(|| "out".into(), |n| n.to_string_lossy().into_owned());
+        let parent = dir
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let part = parent.join(format!(".{name}.part-{}", std::process::id()));
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()
             .mode(0o700)
             .create(&part)
-            .map_err(|e| io("cannot create", &part, e))?;
+            .map_err(|e| io_error("cannot create", &part, e))?;
+        Ok(Self {
+            dir: dir.to_owned(),
+            part,
+            json,
+            files: Vec::new(),
+            done: false,
+        })
     }
-    let result = (|| {
-        let mut files = Vec::new();
-        let width = objects.len().to_string().len().max(3);
-        for (i, o) in objects.iter().enumerate() {
-            let ns = if o.namespace.is_empty() {
-                "_cluster"
-            } else {
-                &o.namespace
-            };
-            let file = format!(
-                "{:0width$}-{}-{}-{}.{}",
-                i + 1,
-                safe(&o.kind.to_lowercase()),
-                safe(ns),
-                safe(&o.name),
-                if json { "json" } else { "yaml" }
-            );
-            let path = part.join(&file);
-            let mut f =
-                super::create_private_file(&path).map_err(|e| io("cannot create", &path, e))?;
-            let body = if json {
-                serde_json::to_string_pretty(&o.object).expect("json") + "\n"
-            } else {
-                to_yaml(&o.object)
-            };
-            f.write_all(body.as_bytes())
-                .and_then(|()| f.sync_all())
-                .map_err(|e| io("writing", &path, e))?;
-            files.push(dir.join(file));
-        }
-        if dir.exists() {
-            std::fs::remove_dir(dir)
-                .map_err(|e| io("cannot replace the empty directory", dir, e))?;
-        }
-        std::fs::rename(&part, dir).map_err(|e| io("cannot rename the output to", dir, e))?;
-        Ok(files)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_dir_all(&part);
+
+    pub fn write(&mut self, o: &Got) -> Result<()> {
+        let ns = if o.namespace.is_empty() {
+            "_cluster"
+        } else {
+            &o.namespace
+        };
+        let file = format!(
+            "{:03}-{}-{}-{}.{}",
+            self.files.len() + 1,
+            safe(&o.kind.to_lowercase()),
+            safe(ns),
+            safe(&o.name),
+            if self.json { "json" } else { "yaml" }
+        );
+        let path = self.part.join(&file);
+        let mut f =
+            super::create_private_file(&path).map_err(|e| io_error("cannot create", &path, e))?;
+        let body = if self.json {
+            serde_json::to_string_pretty(&o.object).expect("json") + "\n"
+        } else {
+            to_yaml(&o.object)
+        };
+        f.write_all(body.as_bytes())
+            .and_then(|()| f.sync_all())
+            .map_err(|e| io_error("writing", &path, e))?;
+        self.files.push(self.dir.join(file));
+        Ok(())
     }
-    result
+
+    /// Move the finished directory into place; returns the files, in order.
+    pub fn finish(mut self) -> Result<Vec<PathBuf>> {
+        if self.dir.exists() {
+            std::fs::remove_dir(&self.dir)
+                .map_err(|e| io_error("cannot replace the empty directory", &self.dir, e))?;
+        }
+        std::fs::rename(&self.part, &self.dir)
+            .map_err(|e| io_error("cannot rename the output to", &self.dir, e))?;
+        self.done = true;
+        Ok(std::mem::take(&mut self.files))
+    }
+}
+
+impl Drop for ObjectsDir {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = std::fs::remove_dir_all(&self.part);
+        }
+    }
+}
+
+fn io_error(what: &str, p: &Path, e: std::io::Error) -> Error {
+    Error::new(Kind::Io, format!("{what} {}: {e}", p.display()))
 }
 
 /// A name usable in a file name: Kubernetes names are DNS-like, but keys are data.
@@ -613,29 +688,43 @@ pub fn diff(
         }
     }
     if opts.objects && !changed_objects.is_empty() {
-        let keys: Vec<&[u8]> = changed_objects
+        let keys: Vec<Vec<u8>> = changed_objects
             .iter()
-            .map(|&i| entries[i].key.as_bytes())
+            .map(|&i| entries[i].key.as_bytes().to_vec())
             .collect();
-        let (va, vb) = (a.values(&keys)?, b.values(&keys)?);
+        let key_refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
+        let at: HashMap<&[u8], usize> = key_refs
+            .iter()
+            .zip(&changed_objects)
+            .map(|(k, i)| (*k, *i))
+            .collect();
+        let size = |k: &[u8]| {
+            let s = |x: &Scan| x.entries.get(k).map_or(0, |d| d.key.value_size);
+            s(a).max(s(b))
+        };
         let s = schema();
-        for &i in &changed_objects {
-            let e = &mut entries[i];
-            let k = e.key.as_bytes().to_vec();
-            let ra = value::read(s, keyring, &k, &va[&k]);
-            let rb = value::read(s, keyring, &k, &vb[&k]);
-            match (ra, rb) {
-                (Ok(x), Ok(y)) => {
-                    e.change = diff::classify(&x.object, &y.object);
-                    if matches!(e.change, Change::Modified | Change::StatusOnly) {
-                        e.detail.extend(diff::changed_paths(
-                            &diff::normalise(&x.object, true),
-                            &diff::normalise(&y.object, true),
-                            8,
-                        ));
+        for batch in batches(&key_refs, VALUE_BUDGET, size) {
+            let (va, vb) = (a.values(batch)?, b.values(batch)?);
+            for k in batch {
+                let e = &mut entries[at[k]];
+                let (Some(x), Some(y)) = (va.get(*k), vb.get(*k)) else {
+                    continue;
+                };
+                match (value::read(s, keyring, k, x), value::read(s, keyring, k, y)) {
+                    (Ok(x), Ok(y)) => {
+                        e.change = diff::classify(&x.object, &y.object);
+                        if matches!(e.change, Change::Modified | Change::StatusOnly) {
+                            e.detail.extend(diff::changed_paths(
+                                &diff::normalise(&x.object, true),
+                                &diff::normalise(&y.object, true),
+                                8,
+                            ));
+                        }
+                    }
+                    (Err(x), _) | (_, Err(x)) => {
+                        e.detail.push(format!("cannot compare objects: {x}"))
                     }
                 }
-                (Err(x), _) | (_, Err(x)) => e.detail.push(format!("cannot compare objects: {x}")),
             }
         }
         // Same object after normalisation (only resourceVersion or managedFields moved) is no
@@ -656,4 +745,27 @@ pub fn diff(
         entries,
         noise_hidden,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_respect_the_budget_and_keep_order() {
+        let keys: Vec<&[u8]> = vec![b"a", b"b", b"c", b"d", b"e"];
+        let size = |k: &[u8]| match k {
+            b"c" => 100, // larger than the budget: a batch of its own
+            _ => 4,
+        };
+        let got: Vec<Vec<&[u8]>> = batches(&keys, 10, size)
+            .into_iter()
+            .map(<[_]>::to_vec)
+            .collect();
+        assert_eq!(
+            got,
+            vec![vec![&b"a"[..], b"b"], vec![b"c"], vec![b"d", b"e"]]
+        );
+        assert!(batches(&[], 10, size).is_empty());
+    }
 }
