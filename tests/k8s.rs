@@ -868,6 +868,22 @@ async fn objects_out_of_real_snapshots(dist: EtcdDist) {
         ]
     );
 
+    // The human forms say the same.
+    let o = lifeboat(&["k8s", "ls", a, "-A"]);
+    let table = stdout(&o);
+    eprintln!("{table}");
+    assert!(
+        table.starts_with("NAMESPACE") && table.contains("aescbc:key1 (no key)"),
+        "{table}"
+    );
+    let o = lifeboat(&["diff", a, b, "--encryption-config", cfg]);
+    let text = stdout(&o);
+    eprintln!("{text}");
+    assert!(
+        text.contains("1 added, 2 modified, 1 removed, 1 replaced, 1 status-only, 1 unchanged"),
+        "{text}"
+    );
+
     // Stored backups: the same answers through --policy, --backup and the identity.
     let (id, recipient) = age_key();
     let identity = write_identity(dir.path(), &id);

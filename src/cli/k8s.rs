@@ -207,38 +207,55 @@ pub(super) async fn run(cmd: K8sCmd) -> Result<u8, Error> {
                 out!("{}", serde_json::to_string_pretty(&rows).expect("json"));
                 return Ok(0);
             }
-            out!(
-                "{:<20} {:<36} {:<40} {:>9} {:<24} {:>8}",
-                "NAMESPACE",
-                "KIND",
-                "NAME",
-                "REV",
-                "ENCODING",
-                "SIZE"
-            );
-            for r in &rows {
-                let kind = if r.group.is_empty() {
-                    r.kind.clone()
-                } else {
-                    format!("{}.{}", r.kind, r.group)
-                };
-                let enc = if r.decodable {
-                    r.encoding.clone()
-                } else {
-                    format!("{} (not decodable)", r.encoding)
-                };
+            let cells: Vec<[String; 6]> = rows
+                .iter()
+                .map(|r| {
+                    let note = match (r.decodable, r.encoding.as_str()) {
+                        (true, _) | (false, "not an object") => "",
+                        (false, e) if e.starts_with("kms:") => " (KMS: not offline)",
+                        (false, e) if e.contains(':') => " (no key)",
+                        (false, _) => " (unknown kind)",
+                    };
+                    [
+                        if r.namespace.is_empty() {
+                            "-".into()
+                        } else {
+                            r.namespace.clone()
+                        },
+                        if r.group.is_empty() {
+                            r.kind.clone()
+                        } else {
+                            format!("{}.{}", r.kind, r.group)
+                        },
+                        r.name.clone(),
+                        r.mod_revision.to_string(),
+                        format!("{}{note}", r.encoding),
+                        r.size.to_string(),
+                    ]
+                })
+                .collect();
+            let head = ["NAMESPACE", "KIND", "NAME", "REV", "ENCODING", "SIZE"].map(String::from);
+            let mut w = head.clone().map(|h| h.len());
+            for c in &cells {
+                for (i, v) in c.iter().enumerate() {
+                    w[i] = w[i].max(v.chars().count());
+                }
+            }
+            for c in std::iter::once(&head).chain(&cells) {
                 out!(
-                    "{:<20} {:<36} {:<40} {:>9} {:<24} {:>8}",
-                    if r.namespace.is_empty() {
-                        "-"
-                    } else {
-                        &r.namespace
-                    },
-                    kind,
-                    r.name,
-                    r.mod_revision,
-                    enc,
-                    r.size
+                    "{:<w0$}  {:<w1$}  {:<w2$}  {:>w3$}  {:<w4$}  {:>w5$}",
+                    c[0],
+                    c[1],
+                    c[2],
+                    c[3],
+                    c[4],
+                    c[5],
+                    w0 = w[0],
+                    w1 = w[1],
+                    w2 = w[2],
+                    w3 = w[3],
+                    w4 = w[4],
+                    w5 = w[5]
                 );
             }
             eprintln!("{} object(s) at revision {rev}", rows.len());
