@@ -17,8 +17,11 @@ pid=$!
 export ETCDCTL_API=3
 until etcdctl --endpoints=$EP endpoint health >/dev/null 2>&1; do sleep 0.2; done
 
-# Load through the JSON gateway on one keep-alive connection: a fifth of the bytes as 1 KiB
-# values (many small keys, like Kubernetes objects), the rest as 64 KiB values; some overwrites.
+# A benchmark may define bench_load (called with the client port and SIZE_MIB) to load its own
+# data. The default loads through the JSON gateway on one keep-alive connection: a fifth of the
+# bytes as 1 KiB values (many small keys, like Kubernetes objects), the rest as 64 KiB values;
+# some overwrites.
+if declare -F bench_load >/dev/null; then bench_load "$port" "$SIZE_MIB"; else
 python3 - "$port" "$SIZE_MIB" <<'PY'
 import base64, http.client, json, os, sys
 port, mib = int(sys.argv[1]), int(sys.argv[2])
@@ -37,6 +40,7 @@ for start in range(0, big, 16):
 for start in range(0, small // 10, 100):
     txn([{"requestPut": {"key": b(b"/registry/small/%08d" % i), "value": b(b"overwritten")}} for i in range(start, min(start + 100, small // 10))])
 PY
+fi
 SNAP=$WORK/snap.db
 etcdctl --endpoints=$EP snapshot save "$SNAP" >/dev/null
 sync

@@ -118,6 +118,8 @@ pub(super) enum Format {
 struct Loaded {
     scan: Scan,
     label: String,
+    /// When the backup was taken (stored backups; a file does not say).
+    taken: Option<String>,
     _fetched: Option<ops::fetch::Fetched>,
 }
 
@@ -142,10 +144,16 @@ async fn load(
             )
         },
     );
+    let taken = fetched.as_ref().map(|f| {
+        f.manifest
+            .started_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    });
     let scan = blocking(move || k8sops::scan(&path, hashing, prefix.as_deref())).await?;
     Ok(Loaded {
         scan,
         label,
+        taken,
         _fetched: fetched,
     })
 }
@@ -548,6 +556,7 @@ pub(super) async fn diff(a: DiffArgs) -> Result<u8, Error> {
     let la = load_side(&a.a, &a.policy, &a.identity, prefix.clone()).await?;
     let lb = load_side(&a.b, &a.policy, &a.identity, prefix.clone()).await?;
     let (label_a, label_b) = (la.label.clone(), lb.label.clone());
+    let (taken_a, taken_b) = (la.taken.clone(), lb.taken.clone());
     let (kind, keys_only, objects) = (a.kind.clone(), a.keys, a.objects);
     let include_noise = a.include_noise;
     let report = blocking(move || {
@@ -579,8 +588,8 @@ pub(super) async fn diff(a: DiffArgs) -> Result<u8, Error> {
         out!(
             "{}",
             serde_json::to_string_pretty(&json!({
-                "a": {"source": label_a, "revision": report.a_revision},
-                "b": {"source": label_b, "revision": report.b_revision},
+                "a": {"source": label_a, "revision": report.a_revision, "taken": taken_a},
+                "b": {"source": label_b, "revision": report.b_revision, "taken": taken_b},
                 "changes": report.entries,
                 "noiseHidden": report.noise_hidden,
             }))

@@ -290,6 +290,25 @@ fn crd_v1beta1_to_v1(obj: &mut Map<String, Value>, warnings: &mut Vec<String>) {
     warnings.push("converted from the stored apiextensions.k8s.io/v1beta1 to v1".into());
 }
 
+/// A warning when a built-in object is stored in a pre-release version (left from an upgrade
+/// without storage migration, or a kind whose storage version is still beta): the cluster it is
+/// applied to may not serve that version. Never converted: only the apiserver knows how.
+pub fn stored_version_warning(obj: &Map<String, Value>) -> Option<String> {
+    let av = obj.get("apiVersion")?.as_str()?;
+    let (group, version) = av.rsplit_once('/').unwrap_or(("", av));
+    let builtin = !group.contains('.') || group.ends_with(".k8s.io");
+    let kind = obj.get("kind").and_then(Value::as_str).unwrap_or_default();
+    ((version.contains("alpha") || version.contains("beta"))
+        && builtin
+        && kind != "CustomResourceDefinition")
+        .then(|| {
+            format!(
+                "stored as {av}, a pre-release version the target cluster may not serve; check \
+                 `kubectl api-versions` there before applying"
+            )
+        })
+}
+
 /// `Kind/name` of the controller that owns `obj`, if any.
 pub fn controller_owner(obj: &Map<String, Value>) -> Option<String> {
     obj.get("metadata")?
@@ -414,6 +433,18 @@ mod tests {
                 "additionalPrinterColumns": [{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}]}])
         );
         assert!(o["spec"].get("validation").is_none() && o["spec"].get("version").is_none());
+    }
+
+    #[test]
+    fn pre_release_storage_versions_are_named() {
+        let w = |av: &str, kind: &str| {
+            stored_version_warning(&obj(json!({"apiVersion": av, "kind": kind})))
+        };
+        assert!(w("flowcontrol.apiserver.k8s.io/v1beta3", "FlowSchema").is_some());
+        assert!(w("extensions/v1beta1", "Ingress").is_some());
+        assert!(w("apps/v1", "Deployment").is_none());
+        assert!(w("example.com/v1beta1", "Widget").is_none());
+        assert!(w("apiextensions.k8s.io/v1beta1", "CustomResourceDefinition").is_none());
     }
 
     #[test]

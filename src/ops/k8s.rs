@@ -389,12 +389,14 @@ pub fn get(
             report.skipped.push(Left { key, reason });
             return Ok(());
         }
+        let version_warning = clean::stored_version_warning(&obj.object);
         let (removed, mut warnings) = if sel.raw {
             clean::as_served(&mut obj.object, d.key.mod_revision);
             (Vec::new(), Vec::new())
         } else {
             clean::apply_ready(&mut obj.object)
         };
+        warnings.extend(version_warning);
         warnings.extend(obj.warnings);
         report.emitted += 1;
         sink(Got {

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Benchmark: `lifeboat k8s ls` (every object of a Kubernetes-shaped snapshot, with the file's
+# trailer and structure checked first) and `lifeboat k8s get all -A --out DIR` (every object
+# decoded to apply-ready YAML, one file each) against `etcdctl snapshot status` of the same file,
+# the cheapest tool that reads the whole snapshot. One run, throwaway etcd 3.4 on 127.0.0.1.
+#
+#   bash bench/k8s.sh [SIZE_MIB]      (default 1024; results go to stdout)
+#
+# The snapshot holds protobuf ConfigMaps (k8s\0 + runtime.Unknown, as kube-apiserver writes
+# them) of about 8 KiB in 200 namespaces, and JSON custom resources, some rewritten.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SIZE_MIB=${1:-1024}
+RUNS=${RUNS:-3}
+
+cargo build --release --quiet
+LB=$PWD/target/release/lifeboat
+
+bench_load() {
+  python3 - "$1" "$2" <<'PY'
+import base64, http.client, json, os, sys
+port, mib = int(sys.argv[1]), int(sys.argv[2])
+c = http.client.HTTPConnection("127.0.0.1", port)
+def txn(ops):
+    c.request("POST", "/v3/kv/txn", json.dumps({"success": ops}))
+    r = c.getresponse(); body = r.read()
+    assert r.status == 200, body
+b = lambda s: base64.b64encode(s).decode()
+def varint(n):
+    out = bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80); n >>= 7
+    out.append(n); return bytes(out)
+def fld(no, data): return varint(no << 3 | 2) + varint(len(data)) + data
+def configmap(ns, name, i):
+    meta = fld(1, name) + fld(3, ns) + fld(5, b"uid-%08d" % i) + fld(8, b"\x08\x80\xe4\xbd\xc8\x06") \
+        + fld(11, fld(1, b"app") + fld(2, b"bench"))
+    data = b"".join(fld(2, fld(1, b"key%02d" % k) + fld(2, base64.b64encode(os.urandom(150)))) for k in range(40))
+    raw = fld(1, meta) + data
+    return b"k8s\0" + fld(1, fld(1, b"v1") + fld(2, b"ConfigMap")) + fld(2, raw) + fld(3, b"") + fld(4, b"")
+n = (mib << 20) // 8400
+for start in range(0, n, 50):
+    ops = []
+    for i in range(start, min(start + 50, n)):
+        ns, name = b"ns-%03d" % (i % 200), b"cm-%07d" % i
+        if i % 10 == 0:
+            v = json.dumps({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": name.decode(), "namespace": ns.decode(), "uid": "w-%d" % i}, "spec": {"blob": base64.b64encode(os.urandom(6000)).decode()}}).encode()
+            ops.append({"requestPut": {"key": b(b"/registry/example.com/widgets/" + ns + b"/" + name), "value": b(v)}})
+        else:
+            ops.append({"requestPut": {"key": b(b"/registry/configmaps/" + ns + b"/" + name), "value": b(configmap(ns, name, i))}})
+    txn(ops)
+for start in range(0, n // 20, 50):
+    txn([{"requestPut": {"key": b(b"/registry/configmaps/ns-%03d/cm-%07d" % (i % 200, i)), "value": b(configmap(b"ns-%03d" % (i % 200), b"cm-%07d" % i, i))}} for i in range(start, min(start + 50, n // 20)) if i % 10])
+PY
+}
+
+source bench/lib.sh
+
+objects=$("$LB" k8s ls "$SNAP" -A --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')
+cat "$SNAP" >/dev/null
+t_etcdctl=$(best etcdctl snapshot status "$SNAP" -w json)
+t_ls=$(best "$LB" k8s ls "$SNAP" -A)
+t_keys=$(best "$LB" inspect "$SNAP" --keys --json)
+t_get=$(best sh -c "rm -rf '$WORK/out'; '$LB' k8s get '$SNAP' all -A --out '$WORK/out' >/dev/null 2>&1")
+rss() { /usr/bin/time -f %M "$@" 2>&1 >/dev/null | tail -1; }
+rss_etcdctl=$(rss etcdctl snapshot status "$SNAP" -w json)
+rss_ls=$(rss "$LB" k8s ls "$SNAP" -A)
+rm -rf "$WORK/out"
+rss_get=$(/usr/bin/time -f %M "$LB" k8s get "$SNAP" all -A --out "$WORK/out" 2>&1 >/dev/null | tail -1)
+files=$(ls "$WORK/out" | wc -l)
+
+ratio() { python3 -c "print(f'{$1/$2:.2f}')"; }
+echo "# $(date -u +%Y-%m-%d) $(nproc) cores, snapshot $((bytes >> 20)) MiB, $objects objects, best of $RUNS, tmpfs"
+echo "| measure | seconds | ÷ etcdctl snapshot status | peak RSS MiB |"
+echo "| --- | --- | --- | --- |"
+echo "| etcdctl snapshot status | $t_etcdctl | 1.00 | $((rss_etcdctl / 1024)) |"
+echo "| lifeboat inspect --keys --json | $t_keys | $(ratio "$t_keys" "$t_etcdctl") | |"
+echo "| lifeboat k8s ls -A | $t_ls | $(ratio "$t_ls" "$t_etcdctl") | $((rss_ls / 1024)) |"
+echo "| lifeboat k8s get all -A --out DIR ($files files) | $t_get | $(ratio "$t_get" "$t_etcdctl") | $((rss_get / 1024)) |"
