@@ -318,27 +318,29 @@ pub struct LiveDigest {
     pub key: LiveKey,
     /// xxh3-128 of the value.
     pub digest: u128,
-    /// The value's first [`LiveDigests::HEAD`] bytes.
+    /// The value's first bytes, as many as the collector's `head` function asked for.
     pub head: Vec<u8>,
 }
 
 /// Collects [`LiveDigest`]s under a prefix at the database's last revision. Memory grows with
-/// the number of matching keys (key, 40 bytes and the head each), never with value sizes.
-#[derive(Debug, Default)]
+/// the number of matching keys (the key, about 100 bytes and the head each), never with value
+/// sizes. The key is held once, as the map's key ([`LiveDigest::key`]'s `key` is empty).
+#[derive(Debug)]
 pub struct LiveDigests {
     prefix: Vec<u8>,
     in_key: bool,
+    head: fn(&[u8]) -> usize,
     keys: BTreeMap<Vec<u8>, LiveDigest>,
 }
 
 impl LiveDigests {
-    /// Bytes of each value kept: enough for every encoding's header and a protobuf type meta.
-    pub const HEAD: usize = 160;
-
-    pub fn new(prefix: &[u8]) -> Self {
+    /// Keys under `prefix`; `head(value)` says how many leading bytes of each value to keep.
+    pub fn new(prefix: &[u8], head: fn(&[u8]) -> usize) -> Self {
         Self {
             prefix: prefix.to_vec(),
-            ..Self::default()
+            in_key: false,
+            head,
+            keys: BTreeMap::new(),
         }
     }
 
@@ -364,7 +366,7 @@ impl Visitor for LiveDigests {
                     return;
                 }
                 let live = LiveKey {
-                    key: kv.key.to_vec(),
+                    key: Vec::new(),
                     create_revision: kv.create_revision,
                     mod_revision: rev.main,
                     sub_revision: rev.sub,
@@ -377,7 +379,7 @@ impl Visitor for LiveDigests {
                     LiveDigest {
                         key: live,
                         digest: xxhash_rust::xxh3::xxh3_128(kv.value),
-                        head: kv.value[..kv.value.len().min(Self::HEAD)].to_vec(),
+                        head: kv.value[..(self.head)(kv.value).min(kv.value.len())].to_vec(),
                     },
                 );
             }

@@ -53,6 +53,42 @@ pub fn detect(head: &[u8]) -> Encoding {
     Encoding::Other
 }
 
+/// How many leading bytes of a value [`detect`] needs: the protobuf type meta, the encryption
+/// header (with a KMS v2 key id when it comes early), or a few bytes to show. Listings keep only
+/// these, so memory grows with the number of keys, not with the values.
+pub fn head_len(v: &[u8]) -> usize {
+    if v.starts_with(encryption::ENC_PREFIX) {
+        if v.starts_with(b"k8s:enc:kms:v2:") {
+            return 160;
+        }
+        // k8s:enc:<provider>:<version>:<key name>:
+        let mut colons = 0;
+        for (i, b) in v.iter().enumerate().take(256) {
+            if *b == b':' {
+                colons += 1;
+                if colons == 5 {
+                    return i + 1;
+                }
+            }
+        }
+        return 256;
+    }
+    if let Some(body) = v.strip_prefix(PROTO_MAGIC) {
+        // Field 1 (the type meta) comes first: its tag, its length, then the bytes.
+        if body.first() == Some(&0x0a) {
+            let mut len = 0usize;
+            for (i, b) in body.iter().enumerate().skip(1).take(5) {
+                len |= usize::from(b & 0x7f) << (7 * (i - 1));
+                if b & 0x80 == 0 {
+                    return PROTO_MAGIC.len() + i + 1 + len.min(512);
+                }
+            }
+        }
+        return 64;
+    }
+    16
+}
+
 /// An object read from a value.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Object {
@@ -216,6 +252,24 @@ pub fn describe_bytes(value: &[u8]) -> String {
 mod tests {
     use super::*;
     use crate::k8s::schema::schema;
+
+    #[test]
+    fn heads_hold_what_detection_needs() {
+        for v in [
+            &crate::k8s::decode::PROTO_MAGIC
+                .iter()
+                .chain(b"\x0a\x0f\x0a\x02v1\x12\x09ConfigMap\x12\x40")
+                .copied()
+                .chain(std::iter::repeat_n(b'x', 200))
+                .collect::<Vec<u8>>()[..],
+            b"k8s:enc:aescbc:v1:key1:0123456789abcdef0123456789abcdef0123456789abcdef",
+            b"{\"kind\":\"Widget\",\"apiVersion\":\"example.com/v1\",\"metadata\":{}}",
+        ] {
+            let n = head_len(v).min(v.len());
+            assert!(n < v.len(), "keeps less than the value");
+            assert_eq!(detect(&v[..n]), detect(v));
+        }
+    }
 
     #[test]
     fn values_are_classified() {

@@ -32,7 +32,7 @@ pub struct Scan {
 
 /// Read and check `path` (as `inspect` does) and collect its live keys. Refuses a damaged file.
 pub fn scan(path: &Path, hashing: Hashing, prefix: Option<&str>) -> Result<Scan> {
-    let mut v = LiveDigests::new(prefix.unwrap_or("").as_bytes());
+    let mut v = LiveDigests::new(prefix.unwrap_or("").as_bytes(), value::head_len);
     let report = inspect_file_with(path, hashing, &mut v)?;
     report.ensure_sound(path, "refusing to read Kubernetes objects from it")?;
     let entries = v.into_map();
