@@ -279,6 +279,32 @@ fn widget(name: &str, uid: &str, size: u32) -> Vec<u8> {
     .into_bytes()
 }
 
+/// A custom resource as kube-apiserver stores it under CBORServingAndStorage: the self-describe
+/// tag, then a map whose strings are CBOR byte strings.
+fn widget_cbor() -> Vec<u8> {
+    fn bstr(out: &mut Vec<u8>, s: &str) {
+        assert!(s.len() < 24);
+        out.push(0x40 | s.len() as u8);
+        out.extend_from_slice(s.as_bytes());
+    }
+    let mut v = vec![0xd9, 0xd9, 0xf7, 0xa4];
+    bstr(&mut v, "apiVersion");
+    bstr(&mut v, "example.com/v1");
+    bstr(&mut v, "kind");
+    bstr(&mut v, "Widget");
+    bstr(&mut v, "metadata");
+    v.push(0xa2);
+    bstr(&mut v, "name");
+    bstr(&mut v, "w3");
+    bstr(&mut v, "namespace");
+    bstr(&mut v, "cbor");
+    bstr(&mut v, "spec");
+    v.push(0xa1);
+    bstr(&mut v, "size");
+    v.push(0x07);
+    v
+}
+
 fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(
         Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -466,6 +492,12 @@ async fn objects_out_of_real_snapshots(dist: EtcdDist) {
         widget("w1", "uid-w1", 3),
     )
     .await;
+    put(
+        &mut c,
+        "/registry/example.com/widgets/cbor/w3",
+        widget_cbor(),
+    )
+    .await;
     let a = snapshot(&cluster, dir.path(), "a.db");
 
     // Side B: an update, a deletion, a status change, a key rotation, a delete and re-create,
@@ -545,6 +577,7 @@ async fn objects_out_of_real_snapshots(dist: EtcdDist) {
             true,
         ),
         row("", "Namespace", "shop", "protobuf", true),
+        row("cbor", "Widget", "w3", "cbor", true),
         row("junk", "ConfigMap", "garbage", "not an object", false),
         row("moved", "Secret", "db-gcm", "aesgcm:gcm1", false),
         row("namespaceValue", "ConfigMap", "nameValue", "protobuf", true),
@@ -729,6 +762,12 @@ async fn objects_out_of_real_snapshots(dist: EtcdDist) {
         .map(|i| i["metadata"]["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["w1", "w2"]);
+    let w3 = run_json(&["k8s", "get", a, "wd/w3", "-n", "cbor", "-o", "json"]);
+    assert_eq!(
+        w3,
+        json!({"apiVersion": "example.com/v1", "kind": "Widget",
+        "metadata": {"name": "w3", "namespace": "cbor"}, "spec": {"size": 7}})
+    );
     let crd = run_json(&["k8s", "get", a, "crd/widgets.example.com", "-o", "json"]);
     assert_eq!(crd["apiVersion"], "apiextensions.k8s.io/v1");
     assert_eq!(
