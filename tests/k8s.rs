@@ -314,8 +314,15 @@ fn fixture(name: &str) -> Vec<u8> {
     .unwrap()
 }
 
-async fn put(c: &mut etcd_client::Client, k: &str, v: Vec<u8>) {
-    c.put(k, v, None).await.unwrap();
+/// Puts (`Some`) and deletes (`None`), one revision each, in order.
+async fn apply(c: &mut etcd_client::Client, ops: Vec<(&str, Option<Vec<u8>>)>) {
+    for (k, v) in ops {
+        match v {
+            Some(v) => c.put(k, v, None).await.map(drop),
+            None => c.delete(k, None).await.map(drop),
+        }
+        .unwrap();
+    }
 }
 
 fn snapshot(cluster: &EtcdCluster, dir: &Path, name: &str) -> PathBuf {
@@ -418,152 +425,103 @@ async fn objects_out_of_real_snapshots(dist: EtcdDist) {
     let pw = b"s3cret-pw";
 
     // Side A, byte for byte as kube-apiserver stores it.
-    put(&mut c, "compact_rev_key", vec![0, 0, 0, 0, 0, 0, 0, 1]).await;
-    put(
-        &mut c,
-        "/registry/masterleases/127.0.0.1",
-        b"k8s\0junk".to_vec(),
-    )
-    .await;
-    put(
-        &mut c,
-        "/registry/namespaces/shop",
-        namespace("shop", "Active"),
-    )
-    .await;
-    put(
-        &mut c,
-        "/registry/configmaps/shop/app-config",
+    let sec = |name: &str, provider: &str, kname: &str, key: &[u8], uid: &str| {
+        let k = format!("/registry/secrets/shop/{name}");
+        encrypt(provider, kname, key, &k, &secret(name, "shop", uid, pw))
+    };
+    let gcm = sec("db-gcm", "aesgcm", "gcm1", &GCM1, "uid-db-gcm");
+    let cm = |color: &[u8]| {
         configmap(
             "app-config",
             "shop",
             "uid-cm",
-            &[("color", b"blue"), ("mode", b"prod")],
-        ),
-    )
-    .await;
-    put(&mut c, "/registry/services/specs/shop/web", service()).await;
-    for (name, provider, kname, key) in [
-        ("db-cbc", "aescbc", "key1", &KEY1[..]),
-        ("db-gcm", "aesgcm", "gcm1", &GCM1[..]),
-        ("db-box", "secretbox", "box1", &BOX1[..]),
-    ] {
-        let k = format!("/registry/secrets/shop/{name}");
-        let v = encrypt(
-            provider,
-            kname,
-            key,
-            &k,
-            &secret(name, "shop", &format!("uid-{name}"), pw),
-        );
-        if name == "db-gcm" {
-            put(&mut c, "/registry/secrets/moved/db-gcm", v.clone()).await;
-        }
-        put(&mut c, &k, v).await;
-    }
-    put(&mut c, "/registry/secrets/shop/db-kms", kms_v2()).await;
-    put(
+            &[("color", color), ("mode", b"prod")],
+        )
+    };
+    apply(
         &mut c,
-        "/registry/configmaps/namespaceValue/nameValue",
-        fixture("core.v1.ConfigMap.pb"),
-    )
-    .await;
-    put(
-        &mut c,
-        "/registry/events/namespaceValue/nameValue",
-        fixture("core.v1.Event.pb"),
-    )
-    .await;
-    put(
-        &mut c,
-        "/registry/configmaps/junk/garbage",
-        b"\x00\x01\x02 not an object".to_vec(),
-    )
-    .await;
-    put(
-        &mut c,
-        "/registry/apiextensions.k8s.io/customresourcedefinitions/widgets.example.com",
-        CRD.as_bytes().to_vec(),
-    )
-    .await;
-    put(
-        &mut c,
-        "/registry/example.com/widgets/shop/w1",
-        widget("w1", "uid-w1", 3),
-    )
-    .await;
-    put(
-        &mut c,
-        "/registry/example.com/widgets/cbor/w3",
-        widget_cbor(),
+        vec![
+            ("compact_rev_key", Some(vec![0, 0, 0, 0, 0, 0, 0, 1])),
+            (
+                "/registry/masterleases/127.0.0.1",
+                Some(b"k8s\0junk".to_vec()),
+            ),
+            (
+                "/registry/namespaces/shop",
+                Some(namespace("shop", "Active")),
+            ),
+            ("/registry/configmaps/shop/app-config", Some(cm(b"blue"))),
+            ("/registry/services/specs/shop/web", Some(service())),
+            (
+                "/registry/secrets/shop/db-cbc",
+                Some(sec("db-cbc", "aescbc", "key1", &KEY1, "uid-db-cbc")),
+            ),
+            // The same ciphertext under another key: aesgcm authenticates the key, so it must not open.
+            ("/registry/secrets/moved/db-gcm", Some(gcm.clone())),
+            ("/registry/secrets/shop/db-gcm", Some(gcm)),
+            (
+                "/registry/secrets/shop/db-box",
+                Some(sec("db-box", "secretbox", "box1", &BOX1, "uid-db-box")),
+            ),
+            ("/registry/secrets/shop/db-kms", Some(kms_v2())),
+            (
+                "/registry/configmaps/namespaceValue/nameValue",
+                Some(fixture("core.v1.ConfigMap.pb")),
+            ),
+            (
+                "/registry/events/namespaceValue/nameValue",
+                Some(fixture("core.v1.Event.pb")),
+            ),
+            (
+                "/registry/configmaps/junk/garbage",
+                Some(b"\x00\x01\x02 not an object".to_vec()),
+            ),
+            (
+                "/registry/apiextensions.k8s.io/customresourcedefinitions/widgets.example.com",
+                Some(CRD.as_bytes().to_vec()),
+            ),
+            (
+                "/registry/example.com/widgets/shop/w1",
+                Some(widget("w1", "uid-w1", 3)),
+            ),
+            ("/registry/example.com/widgets/cbor/w3", Some(widget_cbor())),
+        ],
     )
     .await;
     let a = snapshot(&cluster, dir.path(), "a.db");
 
     // Side B: an update, a deletion, a status change, a key rotation, a delete and re-create,
     // a custom resource changed and one added, an event gone.
-    put(
+    apply(
         &mut c,
-        "/registry/configmaps/shop/app-config",
-        configmap(
-            "app-config",
-            "shop",
-            "uid-cm",
-            &[("color", b"green"), ("mode", b"prod")],
-        ),
+        vec![
+            ("/registry/configmaps/shop/app-config", Some(cm(b"green"))),
+            ("/registry/services/specs/shop/web", None),
+            (
+                "/registry/namespaces/shop",
+                Some(namespace("shop", "Terminating")),
+            ),
+            (
+                "/registry/secrets/shop/db-cbc",
+                Some(sec("db-cbc", "aescbc", "key2", &KEY2, "uid-db-cbc")),
+            ),
+            ("/registry/secrets/shop/db-gcm", None),
+            (
+                "/registry/secrets/shop/db-gcm",
+                Some(sec("db-gcm", "aesgcm", "gcm1", &GCM1, "uid-db-gcm-2")),
+            ),
+            (
+                "/registry/example.com/widgets/shop/w1",
+                Some(widget("w1", "uid-w1", 5)),
+            ),
+            (
+                "/registry/example.com/widgets/shop/w2",
+                Some(widget("w2", "uid-w2", 1)),
+            ),
+            ("/registry/events/namespaceValue/nameValue", None),
+        ],
     )
     .await;
-    c.delete("/registry/services/specs/shop/web", None)
-        .await
-        .unwrap();
-    put(
-        &mut c,
-        "/registry/namespaces/shop",
-        namespace("shop", "Terminating"),
-    )
-    .await;
-    let k = "/registry/secrets/shop/db-cbc";
-    put(
-        &mut c,
-        k,
-        encrypt(
-            "aescbc",
-            "key2",
-            &KEY2,
-            k,
-            &secret("db-cbc", "shop", "uid-db-cbc", pw),
-        ),
-    )
-    .await;
-    let k = "/registry/secrets/shop/db-gcm";
-    c.delete(k, None).await.unwrap();
-    put(
-        &mut c,
-        k,
-        encrypt(
-            "aesgcm",
-            "gcm1",
-            &GCM1,
-            k,
-            &secret("db-gcm", "shop", "uid-db-gcm-2", pw),
-        ),
-    )
-    .await;
-    put(
-        &mut c,
-        "/registry/example.com/widgets/shop/w1",
-        widget("w1", "uid-w1", 5),
-    )
-    .await;
-    put(
-        &mut c,
-        "/registry/example.com/widgets/shop/w2",
-        widget("w2", "uid-w2", 1),
-    )
-    .await;
-    c.delete("/registry/events/namespaceValue/nameValue", None)
-        .await
-        .unwrap();
     let b = snapshot(&cluster, dir.path(), "b.db");
     let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
 

@@ -254,12 +254,62 @@ pub struct LiveKey {
     pub value_size: u64,
 }
 
+/// Follows a walk into the `key` bucket and yields its well-formed entries under a prefix:
+/// what every live-key collector shares. Damaged entries are skipped here; the status pass of the
+/// same walk reports them.
+#[derive(Debug, Default)]
+struct KeyBucket {
+    prefix: Vec<u8>,
+    in_key: bool,
+}
+
+impl KeyBucket {
+    fn entry<'v>(
+        &mut self,
+        depth: usize,
+        key: &[u8],
+        item: Item<'v>,
+    ) -> Option<(RevKey, KeyValue<'v>)> {
+        match (depth, item) {
+            (0, _) => {
+                self.in_key = key == b"key";
+                None
+            }
+            (1, Item::Value(v)) if self.in_key => {
+                let (Ok(rev), Ok(kv)) = (RevKey::parse(key), KeyValue::parse(v)) else {
+                    return None;
+                };
+                kv.key.starts_with(&self.prefix).then_some((rev, kv))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl LiveKey {
+    /// The key as of the put at `rev`; `key` is left empty unless `with_key`.
+    fn of(rev: &RevKey, kv: &KeyValue<'_>, with_key: bool) -> Self {
+        Self {
+            key: if with_key {
+                kv.key.to_vec()
+            } else {
+                Vec::new()
+            },
+            create_revision: kv.create_revision,
+            mod_revision: rev.main,
+            sub_revision: rev.sub,
+            version: kv.version,
+            lease: kv.lease,
+            value_size: kv.value.len() as u64,
+        }
+    }
+}
+
 /// Collects the live keys under a prefix, at the database's last revision. Memory grows with
 /// the number of matching keys.
 #[derive(Debug, Default)]
 pub struct LiveKeys {
-    prefix: Vec<u8>,
-    in_key: bool,
+    bucket: KeyBucket,
     keys: BTreeMap<Vec<u8>, LiveKey>,
 }
 
@@ -267,8 +317,11 @@ impl LiveKeys {
     /// Keys starting with `prefix` (empty: all keys).
     pub fn new(prefix: &[u8]) -> Self {
         Self {
-            prefix: prefix.to_vec(),
-            ..Self::default()
+            bucket: KeyBucket {
+                prefix: prefix.to_vec(),
+                in_key: false,
+            },
+            keys: BTreeMap::new(),
         }
     }
 
@@ -280,33 +333,13 @@ impl LiveKeys {
 
 impl Visitor for LiveKeys {
     fn entry(&mut self, depth: usize, key: &[u8], item: Item<'_>) {
-        match (depth, item) {
-            (0, _) => self.in_key = key == b"key",
-            (1, Item::Value(v)) if self.in_key => {
-                let (Ok(rev), Ok(kv)) = (RevKey::parse(key), KeyValue::parse(v)) else {
-                    return; // reported by the status pass
-                };
-                if !kv.key.starts_with(&self.prefix) {
-                    return;
-                }
-                if rev.tombstone {
-                    self.keys.remove(kv.key);
-                } else {
-                    self.keys.insert(
-                        kv.key.to_vec(),
-                        LiveKey {
-                            key: kv.key.to_vec(),
-                            create_revision: kv.create_revision,
-                            mod_revision: rev.main,
-                            sub_revision: rev.sub,
-                            version: kv.version,
-                            lease: kv.lease,
-                            value_size: kv.value.len() as u64,
-                        },
-                    );
-                }
+        if let Some((rev, kv)) = self.bucket.entry(depth, key, item) {
+            if rev.tombstone {
+                self.keys.remove(kv.key);
+            } else {
+                self.keys
+                    .insert(kv.key.to_vec(), LiveKey::of(&rev, &kv, true));
             }
-            _ => {}
         }
     }
 }
@@ -327,8 +360,7 @@ pub struct LiveDigest {
 /// sizes. The key is held once, as the map's key ([`LiveDigest::key`]'s `key` is empty).
 #[derive(Debug)]
 pub struct LiveDigests {
-    prefix: Vec<u8>,
-    in_key: bool,
+    bucket: KeyBucket,
     head: fn(&[u8]) -> usize,
     keys: BTreeMap<Vec<u8>, LiveDigest>,
 }
@@ -337,8 +369,10 @@ impl LiveDigests {
     /// Keys under `prefix`; `head(value)` says how many leading bytes of each value to keep.
     pub fn new(prefix: &[u8], head: fn(&[u8]) -> usize) -> Self {
         Self {
-            prefix: prefix.to_vec(),
-            in_key: false,
+            bucket: KeyBucket {
+                prefix: prefix.to_vec(),
+                in_key: false,
+            },
             head,
             keys: BTreeMap::new(),
         }
@@ -352,66 +386,42 @@ impl LiveDigests {
 
 impl Visitor for LiveDigests {
     fn entry(&mut self, depth: usize, key: &[u8], item: Item<'_>) {
-        match (depth, item) {
-            (0, _) => self.in_key = key == b"key",
-            (1, Item::Value(v)) if self.in_key => {
-                let (Ok(rev), Ok(kv)) = (RevKey::parse(key), KeyValue::parse(v)) else {
-                    return; // reported by the status pass
-                };
-                if !kv.key.starts_with(&self.prefix) {
-                    return;
-                }
-                if rev.tombstone {
-                    self.keys.remove(kv.key);
-                    return;
-                }
-                let live = LiveKey {
-                    key: Vec::new(),
-                    create_revision: kv.create_revision,
-                    mod_revision: rev.main,
-                    sub_revision: rev.sub,
-                    version: kv.version,
-                    lease: kv.lease,
-                    value_size: kv.value.len() as u64,
-                };
-                self.keys.insert(
-                    kv.key.to_vec(),
-                    LiveDigest {
-                        key: live,
-                        digest: xxhash_rust::xxh3::xxh3_128(kv.value),
-                        head: kv.value[..(self.head)(kv.value).min(kv.value.len())].to_vec(),
-                    },
-                );
+        if let Some((rev, kv)) = self.bucket.entry(depth, key, item) {
+            if rev.tombstone {
+                self.keys.remove(kv.key);
+                return;
             }
-            _ => {}
+            let head = (self.head)(kv.value).min(kv.value.len());
+            self.keys.insert(
+                kv.key.to_vec(),
+                LiveDigest {
+                    key: LiveKey::of(&rev, &kv, false),
+                    digest: xxhash_rust::xxh3::xxh3_128(kv.value),
+                    head: kv.value[..head].to_vec(),
+                },
+            );
         }
     }
 }
 
 struct ValuesVisitor<'w, F> {
     wanted: &'w HashSet<(i64, i64)>,
-    in_key: bool,
+    bucket: KeyBucket,
     sink: F,
     failed: Option<String>,
 }
 
 impl<F: FnMut((i64, i64), &[u8]) -> Result<(), String>> Visitor for ValuesVisitor<'_, F> {
     fn entry(&mut self, depth: usize, key: &[u8], item: Item<'_>) {
-        match (depth, item) {
-            (0, _) => self.in_key = key == b"key",
-            (1, Item::Value(v)) if self.in_key && self.failed.is_none() => {
-                let (Ok(rev), Ok(kv)) = (RevKey::parse(key), KeyValue::parse(v)) else {
-                    return;
-                };
-                let at = (rev.main, rev.sub);
-                if !rev.tombstone
-                    && self.wanted.contains(&at)
-                    && let Err(e) = (self.sink)(at, kv.value)
-                {
-                    self.failed = Some(e);
-                }
+        if let Some((rev, kv)) = self.bucket.entry(depth, key, item) {
+            let at = (rev.main, rev.sub);
+            if self.failed.is_none()
+                && !rev.tombstone
+                && self.wanted.contains(&at)
+                && let Err(e) = (self.sink)(at, kv.value)
+            {
+                self.failed = Some(e);
             }
-            _ => {}
         }
     }
 }
@@ -426,7 +436,7 @@ pub fn values_at<R: ReadAt + ?Sized>(
     let db = Db::open(src, len)?;
     let mut v = ValuesVisitor {
         wanted,
-        in_key: false,
+        bucket: KeyBucket::default(),
         sink,
         failed: None,
     };
