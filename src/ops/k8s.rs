@@ -418,7 +418,7 @@ pub fn get(
 
 /// Why an object is not part of a restore unless asked for by name or `--include-owned`.
 fn leave_out(ok: &ObjectKey, obj: &Map<String, Value>, sel: &Selection) -> Option<String> {
-    if sel.include_owned || sel.name.is_some() {
+    if sel.include_owned || sel.raw || sel.name.is_some() {
         return None;
     }
     if let Some(owner) = clean::controller_owner(obj) {
