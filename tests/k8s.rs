@@ -435,7 +435,14 @@ async fn objects_out_of_real_snapshots(dist: EtcdDist) {
             "app-config",
             "shop",
             "uid-cm",
-            &[("color", color), ("mode", b"prod")],
+            // Values YAML 1.1 would read as a boolean, a number and a timestamp.
+            &[
+                ("color", color),
+                ("mode", b"prod"),
+                ("debug", b"on"),
+                ("limit", b"1_000"),
+                ("since", b"2024-01-01"),
+            ],
         )
     };
     apply(
@@ -629,7 +636,8 @@ async fn objects_out_of_real_snapshots(dist: EtcdDist) {
         y,
         json!({"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": "app-config", "namespace": "shop", "labels": {"app": "web"}},
-            "data": {"color": "blue", "mode": "prod"}})
+            "data": {"color": "blue", "mode": "prod", "debug": "on", "limit": "1_000",
+                "since": "2024-01-01"}})
     );
     let svc = lifeboat(&["k8s", "get", a, "service/web", "-n", "shop", "-o", "json"]);
     assert!(svc.status.success(), "{}", stderr(&svc));

@@ -8,3 +8,4 @@ pub mod encryption;
 pub mod keys;
 pub mod schema;
 pub mod value;
+pub mod yaml;

@@ -452,10 +452,10 @@ fn is_churn(r: &Resource) -> bool {
     r.resource == "events" || (r.group == "coordination.k8s.io" && r.resource == "leases")
 }
 
-/// An object as YAML: keys sorted at every level, as `kubectl get -o yaml` prints them.
+/// An object as YAML: keys sorted at every level, as `kubectl get -o yaml` prints them, and
+/// quoted so that kubectl's YAML 1.1 parser reads back exactly these strings.
 pub fn to_yaml(obj: &Map<String, Value>) -> String {
-    serde_yaml_ng::to_string(&clean::sorted(&Value::Object(obj.clone())))
-        .expect("JSON values serialise as YAML")
+    crate::k8s::yaml::to_yaml(&Value::Object(obj.clone()))
 }
 
 /// A new directory of one 0600 file per object, `NNN-<kind>-<namespace>-<name>.yaml` in the
