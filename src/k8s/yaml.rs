@@ -113,10 +113,33 @@ fn string(s: &str) -> String {
         && !s.contains(" -")
         && !RESERVED.contains(&s.to_ascii_lowercase().as_str());
     if plain {
-        s.to_string()
-    } else {
-        serde_json::to_string(s).expect("strings serialise")
+        return s.to_string();
     }
+    // Double-quoted, escaping what YAML would fold as a line break (U+0085, U+2028, U+2029) or
+    // refuse as non-printable (controls, DEL, C1, BOM, U+FFFE/F), not only what JSON escapes.
+    let mut q = String::with_capacity(s.len() + 2);
+    q.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => q.push_str("\\\""),
+            '\\' => q.push_str("\\\\"),
+            '\n' => q.push_str("\\n"),
+            '\t' => q.push_str("\\t"),
+            '\r' => q.push_str("\\r"),
+            c if (c as u32) < 0x20
+                || ('\u{7f}'..='\u{9f}').contains(&c)
+                || matches!(
+                    c,
+                    '\u{2028}' | '\u{2029}' | '\u{feff}' | '\u{fffe}' | '\u{ffff}'
+                ) =>
+            {
+                q.push_str(&format!("\\u{:04x}", c as u32));
+            }
+            c => q.push(c),
+        }
+    }
+    q.push('"');
+    q
 }
 
 #[cfg(test)]
@@ -189,6 +212,47 @@ mod tests {
             y.contains("  name: cm\n") && y.contains("- 1\n- \"on\"\n- a:\n"),
             "{y}"
         );
+    }
+
+    fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            // Printable and control characters, YAML indicators, reserved words.
+            "[ -~\n\t\r\u{0}\u{7f}\u{85}\u{e9}\u{2028}\u{feff}]{0,12}".prop_map(Value::String),
+            prop::sample::select(vec![
+                "on",
+                "Off",
+                "1_000",
+                "0x1F",
+                "2024-01-01",
+                "1:20",
+                "~",
+                ""
+            ])
+            .prop_map(|s| Value::String(s.into())),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                prop::collection::btree_map("[ -~]{0,8}", inner, 0..5)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// Whatever an object holds, its YAML reads back as the same value.
+        #[test]
+        fn any_value_reads_back(v in json_value()) {
+            let y = to_yaml(&v);
+            let back: Value = serde_yaml_ng::from_str(&y).map_err(|e| {
+                proptest::test_runner::TestCaseError::fail(format!("{e}\n{y}"))
+            })?;
+            proptest::prop_assert_eq!(back, v, "{}", y);
+        }
     }
 
     #[test]
