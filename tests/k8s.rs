@@ -918,6 +918,24 @@ async fn objects_out_of_real_snapshots(dist: EtcdDist) {
     ]);
     let file_ls = run_json(&["k8s", "ls", b, "-A", "--json"]);
     assert_eq!(stored_ls, file_ls);
+    let stored_get = run_json(&[
+        "k8s",
+        "get",
+        "cm/app-config",
+        "-n",
+        "shop",
+        "-o",
+        "json",
+        "--policy",
+        p,
+        "--backup",
+        "latest",
+        "--identity",
+        identity.to_str().unwrap(),
+    ]);
+    let file_get = run_json(&["k8s", "get", b, "cm/app-config", "-n", "shop", "-o", "json"]);
+    assert_eq!(stored_get, file_get);
+    assert_eq!(stored_get["data"]["color"], "green");
     let list = run_json(&["list", "--policy", p, "--json"]);
     let backup_id = list[0]["id"].as_str().unwrap();
     let v = run_json(&[
