@@ -192,6 +192,7 @@ pub(super) async fn run(cmd: K8sCmd) -> Result<u8, Error> {
         } => {
             let keyring = common.keyring()?;
             let ns = common.namespaces();
+            let defaulted = common.namespace.is_none() && !common.all_namespaces;
             let prefix = common.etcd_prefix.clone();
             let l = load(file, stored, prefix.clone()).await?;
             let (rows, warnings, rev) = blocking(move || {
@@ -266,7 +267,15 @@ pub(super) async fn run(cmd: K8sCmd) -> Result<u8, Error> {
                     w5 = w[5]
                 );
             }
-            eprintln!("{} object(s) at revision {rev}", rows.len());
+            eprintln!(
+                "{} object(s) at revision {rev}{}",
+                rows.len(),
+                if defaulted {
+                    " in namespace default and cluster-scoped (-A lists every namespace)"
+                } else {
+                    ""
+                }
+            );
             Ok(0)
         }
         K8sCmd::Get {
