@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use lifeboat::k8s::{decode, encryption::Keyring, keys, schema, value};
+use lifeboat::k8s::{decode, encryption::Keyring, keys, schema, value, yaml};
 use std::sync::OnceLock;
 
 fn keyring() -> &'static Keyring {
@@ -29,7 +29,13 @@ fuzz_target!(|data: &[u8]| {
     let mut prefixed = b"k8s\0".to_vec();
     prefixed.extend_from_slice(data);
     let _ = decode::decode(s, &prefixed);
-    let _ = value::read(s, keyring(), b"/registry/secrets/a/b", data);
+    if let Ok(o) = value::read(s, keyring(), b"/registry/secrets/a/b", data) {
+        // Whatever was decoded must survive the YAML writer unchanged.
+        let v = serde_json::Value::Object(o.object);
+        let y = yaml::to_yaml(&v);
+        let back: serde_json::Value = serde_yaml_ng::from_str(&y).expect("our YAML parses");
+        assert_eq!(back, v, "YAML round trip");
+    }
     let mut enc = b"k8s:enc:aescbc:v1:k:".to_vec();
     enc.extend_from_slice(data);
     let _ = value::read(s, keyring(), b"/registry/secrets/a/b", &enc);
