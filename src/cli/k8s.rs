@@ -338,9 +338,18 @@ pub(super) async fn run(cmd: K8sCmd) -> Result<u8, Error> {
                     printed: 0,
                     secrets_hidden: 0,
                 };
-                let report = k8sops::get(&l.scan, &cat, &keyring, prefix.as_deref(), &sel, |o| {
-                    printer.take(o)
-                })?;
+                // Files carry their place in their names, so they can be written as the file
+                // is read; printing needs the order.
+                let in_order = printer.dir.is_none();
+                let report = k8sops::get(
+                    &l.scan,
+                    &cat,
+                    &keyring,
+                    prefix.as_deref(),
+                    &sel,
+                    in_order,
+                    |i, o| printer.take(i, o),
+                )?;
                 Ok((report, printer, l.scan.revision))
             })
             .await?;
@@ -362,12 +371,12 @@ struct Printer {
 }
 
 impl Printer {
-    fn take(&mut self, o: k8sops::Got) -> Result<(), Error> {
+    fn take(&mut self, index: usize, o: k8sops::Got) -> Result<(), Error> {
         for w in &o.warnings {
             eprintln!("warning: {}: {w}", o.key);
         }
         if let Some(d) = &mut self.dir {
-            d.write(&o)?;
+            d.write(index, &o)?;
             self.printed += 1;
             return Ok(());
         }

@@ -239,6 +239,16 @@ impl Catalog {
     }
 }
 
+/// Whether a key's resource is one of those asked for. Built-in resources of one plural name
+/// share one etcd prefix whatever their group (events and events.k8s.io events, apps and
+/// extensions deployments), so for them the name decides.
+pub fn selects(wanted: &[Resource], r: &Resource) -> bool {
+    let builtin = |g: &str| !g.contains('.') || g.ends_with(".k8s.io");
+    wanted
+        .iter()
+        .any(|w| w == r || (w.resource == r.resource && builtin(&w.group) && builtin(&r.group)))
+}
+
 /// The etcd prefix a key list uses, from the first key that starts with a known one.
 pub fn detect_prefix<'a>(mut keys: impl Iterator<Item = &'a [u8]>) -> Option<&'static str> {
     keys.find_map(|k| {
@@ -431,6 +441,19 @@ mod tests {
         for k in ["wd", "widget", "Widget", "widgets"] {
             assert_eq!(c.resolve(k), vec![res("example.com", "widgets")], "{k}");
         }
+    }
+
+    #[test]
+    fn cohabiting_builtins_are_selected_by_name() {
+        let c = Catalog::builtin(schema());
+        let ev = key("/registry/events/ns/e").unwrap().resource;
+        assert!(selects(&c.resolve("events.events.k8s.io"), &ev));
+        assert!(selects(&c.resolve("ev"), &ev));
+        let w = res("example.com", "events");
+        assert!(
+            !selects(&[w], &ev),
+            "a custom resource named events is another thing"
+        );
     }
 
     #[test]

@@ -327,6 +327,9 @@ mod tests {
         nested.extend(std::iter::repeat_n(0xa1, 40));
         nested.extend_from_slice(&[0x41, b'k', 0x41, b'v']);
         nested.extend(std::iter::repeat_n(0x00, 40));
-        assert!(matches!(read(s, &k, b"/x", &nested), Err(ValueError::Undecodable(_))));
+        assert!(matches!(
+            read(s, &k, b"/x", &nested),
+            Err(ValueError::Undecodable(_))
+        ));
     }
 }

@@ -122,6 +122,48 @@ impl Scan {
     }
 }
 
+impl Scan {
+    /// Hand `f` the value of each key in `keys`, in the file's revision order, in one walk and
+    /// holding one value at a time.
+    pub fn values_each(
+        &self,
+        keys: &[&[u8]],
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let mut at: HashMap<(i64, i64), &[u8]> = HashMap::new();
+        for k in keys {
+            if let Some(d) = self.entries.get(*k) {
+                at.insert((d.key.mod_revision, d.key.sub_revision), k);
+            }
+        }
+        if at.is_empty() {
+            return Ok(());
+        }
+        let wanted: HashSet<(i64, i64)> = at.keys().copied().collect();
+        let file = File::open(&self.path).map_err(|e| {
+            Error::new(
+                Kind::Io,
+                format!("cannot open {}: {e}", self.path.display()),
+            )
+        })?;
+        let mut failed = None;
+        etcddb::values_at(&file, self.image_len, &wanted, |rev, v| {
+            if let Some(k) = at.get(&rev)
+                && let Err(e) = f(k, v)
+            {
+                failed = Some(e);
+                return Err("stopped".into());
+            }
+            Ok(())
+        })
+        .map_err(|e| bolt_error(&self.path, e))?
+        .or_else(|m| match failed.take() {
+            Some(e) => Err(e),
+            None => Err(Error::new(Kind::Io, m)),
+        })
+    }
+}
+
 /// Bytes of values held at once by `get` and `diff` (per side).
 pub const VALUE_BUDGET: u64 = 64 << 20;
 
@@ -231,7 +273,7 @@ pub fn ls(
         let Some(ok) = keys::parse_key(cat, p, k) else {
             continue;
         };
-        if !ns.admits(&ok.namespace) || only.is_some_and(|o| !o.contains(&ok.resource)) {
+        if !ns.admits(&ok.namespace) || only.is_some_and(|o| !keys::selects(o, &ok.resource)) {
             continue;
         }
         let enc = value::detect(&d.head);
@@ -333,7 +375,8 @@ pub fn get(
     keyring: &Keyring,
     prefix: Option<&str>,
     sel: &Selection,
-    mut sink: impl FnMut(Got) -> Result<()>,
+    in_order: bool,
+    mut sink: impl FnMut(usize, Got) -> Result<()>,
 ) -> Result<GetReport> {
     let p = scan.prefix(prefix)?;
     let mut chosen: Vec<(&[u8], ObjectKey)> = Vec::new();
@@ -342,7 +385,7 @@ pub fn get(
             continue;
         };
         let wanted = match &sel.resources {
-            Some(rs) => rs.contains(&ok.resource) && sel.namespaces.admits(&ok.namespace),
+            Some(rs) => keys::selects(rs, &ok.resource) && sel.namespaces.admits(&ok.namespace),
             // A namespace export: the namespace's objects and the Namespace itself.
             None => match &sel.namespaces {
                 Namespaces::All => true,
@@ -369,10 +412,14 @@ pub fn get(
         ))
     });
     let order: Vec<&[u8]> = chosen.iter().map(|(k, _)| *k).collect();
-    let parsed: HashMap<&[u8], &ObjectKey> = chosen.iter().map(|(k, o)| (*k, o)).collect();
+    let parsed: HashMap<&[u8], (usize, &ObjectKey)> = chosen
+        .iter()
+        .enumerate()
+        .map(|(i, (k, o))| (*k, (i, o)))
+        .collect();
     let mut report = GetReport::default();
-    scan.values_in_order(&order, VALUE_BUDGET, |k, v| {
-        let ok = parsed[k];
+    let mut each = |k: &[u8], v: &[u8]| {
+        let (index, ok) = parsed[k];
         let key = String::from_utf8_lossy(k).into_owned();
         let d = &scan.entries[k];
         let mut obj = match value::read(schema(), keyring, k, v) {
@@ -399,20 +446,30 @@ pub fn get(
         warnings.extend(version_warning);
         warnings.extend(obj.warnings);
         report.emitted += 1;
-        sink(Got {
-            kind: obj.object["kind"].as_str().unwrap_or_default().to_string(),
-            key,
-            group: ok.resource.group.clone(),
-            resource: ok.resource.resource.clone(),
-            namespace: ok.namespace.clone(),
-            name: ok.name.clone(),
-            mod_revision: d.key.mod_revision,
-            encoding: obj.encoding.to_string(),
-            removed,
-            warnings,
-            object: obj.object,
-        })
-    })?;
+        sink(
+            index,
+            Got {
+                kind: obj.object["kind"].as_str().unwrap_or_default().to_string(),
+                key,
+                group: ok.resource.group.clone(),
+                resource: ok.resource.resource.clone(),
+                namespace: ok.namespace.clone(),
+                name: ok.name.clone(),
+                mod_revision: d.key.mod_revision,
+                encoding: obj.encoding.to_string(),
+                removed,
+                warnings,
+                object: obj.object,
+            },
+        )
+    };
+    // In apply order: bounded batches, one walk each. In any order (files named by their
+    // place): one walk of the file.
+    if in_order {
+        scan.values_in_order(&order, VALUE_BUDGET, &mut each)?;
+    } else {
+        scan.values_each(&order, &mut each)?;
+    }
     Ok(report)
 }
 
@@ -502,15 +559,16 @@ impl ObjectsDir {
         })
     }
 
-    pub fn write(&mut self, o: &Got) -> Result<()> {
+    /// Write `o`, whose place in apply order is `index` (objects may come in any order).
+    pub fn write(&mut self, index: usize, o: &Got) -> Result<()> {
         let ns = if o.namespace.is_empty() {
             "_cluster"
         } else {
             &o.namespace
         };
         let file = format!(
-            "{:03}-{}-{}-{}.{}",
-            self.files.len() + 1,
+            "{:09}-{}-{}-{}.{}",
+            index,
             safe(&o.kind.to_lowercase()),
             safe(ns),
             safe(&o.name),
@@ -527,12 +585,24 @@ impl ObjectsDir {
         f.write_all(body.as_bytes())
             .and_then(|()| f.sync_all())
             .map_err(|e| io_error("writing", &path, e))?;
-        self.files.push(self.dir.join(file));
+        self.files.push(PathBuf::from(file));
         Ok(())
     }
 
-    /// Move the finished directory into place; returns the files, in order.
+    /// Number the files 001, 002, ... in apply order (objects left out leave no gap), move the
+    /// finished directory into place, and return the files in order.
     pub fn finish(mut self) -> Result<Vec<PathBuf>> {
+        self.files.sort();
+        let width = self.files.len().to_string().len().max(3);
+        let mut named = Vec::with_capacity(self.files.len());
+        for (i, f) in self.files.iter().enumerate() {
+            let old = f.to_string_lossy();
+            let rest = old.split_once('-').map_or("", |(_, r)| r);
+            let new = format!("{:0width$}-{rest}", i + 1);
+            std::fs::rename(self.part.join(f), self.part.join(&new))
+                .map_err(|e| io_error("cannot rename", &self.part.join(f), e))?;
+            named.push(self.dir.join(new));
+        }
         if self.dir.exists() {
             std::fs::remove_dir(&self.dir)
                 .map_err(|e| io_error("cannot replace the empty directory", &self.dir, e))?;
@@ -540,7 +610,7 @@ impl ObjectsDir {
         std::fs::rename(&self.part, &self.dir)
             .map_err(|e| io_error("cannot rename the output to", &self.dir, e))?;
         self.done = true;
-        Ok(std::mem::take(&mut self.files))
+        Ok(named)
     }
 }
 
@@ -641,7 +711,10 @@ pub fn diff(
         };
         if parsed.is_some() {
             if !opts.namespaces.admits(&ns)
-                || opts.only.as_ref().is_some_and(|o| !o.contains(&resource))
+                || opts
+                    .only
+                    .as_ref()
+                    .is_some_and(|o| !keys::selects(o, &resource))
             {
                 return;
             }
