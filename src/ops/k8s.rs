@@ -157,10 +157,7 @@ impl Scan {
             Ok(())
         })
         .map_err(|e| bolt_error(&self.path, e))?
-        .or_else(|m| match failed.take() {
-            Some(e) => Err(e),
-            None => Err(Error::new(Kind::Io, m)),
-        })
+        .map_err(|m| failed.take().unwrap_or_else(|| Error::new(Kind::Io, m)))
     }
 }
 
