@@ -18,14 +18,11 @@ LB=$PWD/target/release/lifeboat
 
 bench_load() {
   python3 - "$1" "$2" <<'PY'
-import base64, http.client, json, os, sys
+import base64, json, os, sys
+sys.path.insert(0, "bench")
+from gateway import Gateway, b64 as b
 port, mib = int(sys.argv[1]), int(sys.argv[2])
-c = http.client.HTTPConnection("127.0.0.1", port)
-def txn(ops):
-    c.request("POST", "/v3/kv/txn", json.dumps({"success": ops}))
-    r = c.getresponse(); body = r.read()
-    assert r.status == 200, body
-b = lambda s: base64.b64encode(s).decode()
+txn = Gateway(port).txn
 def varint(n):
     out = bytearray()
     while n >= 0x80:

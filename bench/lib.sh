@@ -23,14 +23,11 @@ until etcdctl --endpoints=$EP endpoint health >/dev/null 2>&1; do sleep 0.2; don
 # some overwrites.
 if declare -F bench_load >/dev/null; then bench_load "$port" "$SIZE_MIB"; else
 python3 - "$port" "$SIZE_MIB" <<'PY'
-import base64, http.client, json, os, sys
+import os, sys
+sys.path.insert(0, "bench")
+from gateway import Gateway, b64 as b
 port, mib = int(sys.argv[1]), int(sys.argv[2])
-c = http.client.HTTPConnection("127.0.0.1", port)
-def txn(ops):
-    c.request("POST", "/v3/kv/txn", json.dumps({"success": ops}))
-    r = c.getresponse(); body = r.read()
-    assert r.status == 200, body
-b = lambda s: base64.b64encode(s).decode()
+txn = Gateway(port).txn
 small = (mib << 20) // 5 // 1024
 for start in range(0, small, 100):
     txn([{"requestPut": {"key": b(b"/registry/small/%08d" % i), "value": b(os.urandom(768) + b"x" * 256)}} for i in range(start, min(start + 100, small))])

@@ -71,31 +71,11 @@ impl Scan {
 
     /// The values of `keys` (live ones only), read in one walk of the file.
     pub fn values(&self, keys: &[&[u8]]) -> Result<HashMap<Vec<u8>, Vec<u8>>> {
-        let mut at: HashMap<(i64, i64), Vec<u8>> = HashMap::new();
-        for k in keys {
-            if let Some(d) = self.entries.get(*k) {
-                at.insert((d.key.mod_revision, d.key.sub_revision), k.to_vec());
-            }
-        }
-        if at.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let wanted: HashSet<(i64, i64)> = at.keys().copied().collect();
-        let file = File::open(&self.path).map_err(|e| {
-            Error::new(
-                Kind::Io,
-                format!("cannot open {}: {e}", self.path.display()),
-            )
-        })?;
         let mut out = HashMap::new();
-        etcddb::values_at(&file, self.image_len, &wanted, |rev, v| {
-            if let Some(k) = at.get(&rev) {
-                out.insert(k.clone(), v.to_vec());
-            }
+        self.values_each(keys, |k, v| {
+            out.insert(k.to_vec(), v.to_vec());
             Ok(())
-        })
-        .map_err(|e| bolt_error(&self.path, e))?
-        .map_err(|m| Error::new(Kind::Io, m))?;
+        })?;
         Ok(out)
     }
 
