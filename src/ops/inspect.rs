@@ -281,15 +281,6 @@ pub fn key_to_relative_path(key: &[u8]) -> std::result::Result<PathBuf, String> 
 pub fn extract(path: &Path, hashing: Hashing, prefix: &[u8], out: &Path) -> Result<Extracted> {
     let (report, keys) = inspect_keys(path, hashing, prefix)?;
     report.ensure_sound(path, "refusing to extract from it")?;
-    if out.exists() && std::fs::read_dir(out).map_or(true, |mut d| d.next().is_some()) {
-        return Err(Error::new(
-            Kind::Io,
-            format!(
-                "{} exists and is not an empty directory; choose a new --out",
-                out.display()
-            ),
-        ));
-    }
     let mut plan: HashMap<(i64, i64), PathBuf> = HashMap::new();
     let mut files = BTreeSet::new();
     let mut dirs = BTreeSet::new();
@@ -310,19 +301,8 @@ pub fn extract(path: &Path, hashing: Hashing, prefix: &[u8], out: &Path) -> Resu
             ),
         ));
     }
-    let parent = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = out.file_name().ok_or_else(|| {
-        Error::new(
-            Kind::Io,
-            format!("--out {} has no directory name", out.display()),
-        )
-    })?;
-    let staging = parent.join(format!(".{}.lifeboat-part", name.to_string_lossy()));
-    let _ = std::fs::remove_dir_all(&staging);
-    let cleanup = super::RemoveOnDrop::new(staging.clone());
+    let staged = super::StagedDir::create(out)?;
+    let staging = staged.path().to_owned();
     let mkdir = |d: &Path| {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -330,7 +310,6 @@ pub fn extract(path: &Path, hashing: Hashing, prefix: &[u8], out: &Path) -> Resu
             .create(d)
             .map_err(|e| io_err(d, "cannot create", e))
     };
-    mkdir(&staging)?;
     for d in &dirs {
         mkdir(&staging.join(d))?;
     }
@@ -346,13 +325,7 @@ pub fn extract(path: &Path, hashing: Hashing, prefix: &[u8], out: &Path) -> Resu
     })
     .map_err(|e| bolt_error(path, e))?;
     written.map_err(|m| Error::new(Kind::Io, m))?;
-    if out.exists() {
-        std::fs::remove_dir(out)
-            .map_err(|e| io_err(out, "cannot replace the empty directory", e))?;
-    }
-    std::fs::rename(&staging, out)
-        .map_err(|e| io_err(out, "cannot move the extracted keys to", e))?;
-    cleanup.disarm();
+    staged.commit()?;
     Ok(Extracted {
         dir: out.to_owned(),
         revision: report.inspection.status.revision,

@@ -1,10 +1,12 @@
-//! Kubernetes objects out of snapshot files: `lifeboat k8s ls`, `k8s get` and `diff`. Reads
-//! each file twice at most (one walk for the live keys with digests, one for the values asked
-//! for); values are decoded one at a time. Blocking: run off the async runtime.
+//! Kubernetes objects out of snapshot files: `lifeboat k8s ls`, `k8s get` and `diff`. One walk
+//! of a file collects its live keys with digests (checking the file as `inspect` does); values
+//! are then read only for the keys asked for, and decoded one at a time. Blocking: run off the
+//! async runtime.
 
 use super::inspect::{Hashing, bolt_error, inspect_file_with};
+use super::io_err;
 use crate::error::{Error, Kind, Result};
-use crate::etcddb::{self, LiveDigest, LiveDigests, TRAILER_LEN};
+use crate::etcddb::{self, LiveDigest, LiveDigests};
 use crate::k8s::clean;
 use crate::k8s::diff::{self, Change};
 use crate::k8s::encryption::Keyring;
@@ -40,17 +42,12 @@ pub fn scan(path: &Path, hashing: Hashing, prefix: Option<&str>) -> Result<Scan>
         Some(p) => keys::KNOWN_PREFIXES.iter().find(|k| **k == p).copied(),
         None => keys::detect_prefix(entries.keys().map(Vec::as_slice)),
     };
-    let file_size = report.file_size;
     Ok(Scan {
         path: path.to_owned(),
         revision: report.inspection.status.revision,
         prefix: found,
         entries,
-        image_len: if etcddb::has_trailer(file_size) {
-            file_size - TRAILER_LEN
-        } else {
-            file_size
-        },
+        image_len: report.image_len(),
     })
 }
 
@@ -100,9 +97,7 @@ impl Scan {
         }
         Ok(())
     }
-}
 
-impl Scan {
     /// Hand `f` the value of each key in `keys`, in the file's revision order, in one walk and
     /// holding one value at a time.
     pub fn values_each(
@@ -120,12 +115,7 @@ impl Scan {
             return Ok(());
         }
         let wanted: HashSet<(i64, i64)> = at.keys().copied().collect();
-        let file = File::open(&self.path).map_err(|e| {
-            Error::new(
-                Kind::Io,
-                format!("cannot open {}: {e}", self.path.display()),
-            )
-        })?;
+        let file = File::open(&self.path).map_err(|e| io_err(&self.path, "cannot open", e))?;
         let mut failed = None;
         etcddb::values_at(&file, self.image_len, &wanted, |rev, v| {
             if let Some(k) = at.get(&rev)
@@ -185,33 +175,36 @@ impl Namespaces {
     }
 }
 
-/// The built-in resources plus the custom resources whose CRDs are in the snapshot.
+/// The built-in resources plus the custom resources whose CRDs are in the snapshots (a later
+/// snapshot's CRD wins over an earlier one's).
 pub fn catalog(
-    scan: &Scan,
+    scans: &[&Scan],
     keyring: &Keyring,
     prefix: Option<&str>,
 ) -> Result<(Catalog, Vec<String>)> {
     let mut cat = Catalog::builtin(schema());
     let mut warnings = Vec::new();
-    let Ok(p) = scan.prefix(prefix) else {
-        return Ok((cat, warnings));
-    };
-    let crd_prefix = format!("{p}/apiextensions.k8s.io/customresourcedefinitions/");
-    let crd_keys: Vec<&[u8]> = scan
-        .entries
-        .range(crd_prefix.as_bytes().to_vec()..)
-        .take_while(|(k, _)| k.starts_with(crd_prefix.as_bytes()))
-        .map(|(k, _)| k.as_slice())
-        .collect();
-    let values = scan.values(&crd_keys)?;
-    for k in crd_keys {
-        match value::read(schema(), keyring, k, &values[k]) {
-            Ok(o) => cat.add_crd(&Value::Object(o.object)),
-            Err(e) => warnings.push(format!(
-                "CRD {}: {e}; its custom resources are listed by RESOURCE.GROUP",
-                String::from_utf8_lossy(k)
-            )),
-        }
+    for scan in scans {
+        let Ok(p) = scan.prefix(prefix) else {
+            continue;
+        };
+        let crd_prefix = format!("{p}/apiextensions.k8s.io/customresourcedefinitions/");
+        let crd_keys: Vec<&[u8]> = scan
+            .entries
+            .range(crd_prefix.as_bytes().to_vec()..)
+            .take_while(|(k, _)| k.starts_with(crd_prefix.as_bytes()))
+            .map(|(k, _)| k.as_slice())
+            .collect();
+        scan.values_each(&crd_keys, |k, v| {
+            match value::read(schema(), keyring, k, v) {
+                Ok(o) => cat.add_crd(&Value::Object(o.object)),
+                Err(e) => warnings.push(format!(
+                    "CRD {}: {e}; its custom resources are listed by RESOURCE.GROUP",
+                    String::from_utf8_lossy(k)
+                )),
+            }
+            Ok(())
+        })?;
     }
     Ok((cat, warnings))
 }
@@ -486,53 +479,20 @@ fn is_churn(r: &Resource) -> bool {
     r.resource == "events" || (r.group == "coordination.k8s.io" && r.resource == "leases")
 }
 
-/// An object as YAML: keys sorted at every level, as `kubectl get -o yaml` prints them, and
-/// quoted so that kubectl's YAML 1.1 parser reads back exactly these strings.
-pub fn to_yaml(obj: &Map<String, Value>) -> String {
-    crate::k8s::yaml::to_yaml(&Value::Object(obj.clone()))
-}
-
-/// A new directory of one 0600 file per object, `NNN-<kind>-<namespace>-<name>.yaml` in the
-/// order written. It appears under its name only when [`ObjectsDir::finish`] runs; until then
-/// it is a hidden `.NAME.part-PID` sibling, removed if the run fails.
+/// A new directory of one 0600 file per object, `NNN-<kind>-<namespace>-<name>.yaml` in apply
+/// order, which appears under its name only when complete ([`super::StagedDir`]).
 pub struct ObjectsDir {
-    dir: PathBuf,
-    part: PathBuf,
+    staged: super::StagedDir,
     json: bool,
-    files: Vec<PathBuf>,
-    done: bool,
+    files: Vec<String>,
 }
 
 impl ObjectsDir {
     pub fn create(dir: &Path, json: bool) -> Result<Self> {
-        if dir.exists() && std::fs::read_dir(dir).map_or(true, |mut d| d.next().is_some()) {
-            return Err(Error::new(
-                Kind::Usage,
-                format!(
-                    "{} exists and is not an empty directory; choose a new --out",
-                    dir.display()
-                ),
-            ));
-        }
-        let name = dir
-            .file_name()
-            .map_or_else(|| "out".into(), |n| n.to_string_lossy().into_owned());
-        let parent = dir
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let part = parent.join(format!(".{name}.part-{}", std::process::id()));
-        use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&part)
-            .map_err(|e| io_error("cannot create", &part, e))?;
         Ok(Self {
-            dir: dir.to_owned(),
-            part,
+            staged: super::StagedDir::create(dir)?,
             json,
             files: Vec::new(),
-            done: false,
         })
     }
 
@@ -551,18 +511,18 @@ impl ObjectsDir {
             safe(&o.name),
             if self.json { "json" } else { "yaml" }
         );
-        let path = self.part.join(&file);
+        let path = self.staged.path().join(&file);
         let mut f =
-            super::create_private_file(&path).map_err(|e| io_error("cannot create", &path, e))?;
+            super::create_private_file(&path).map_err(|e| io_err(&path, "cannot create", e))?;
         let body = if self.json {
             serde_json::to_string_pretty(&o.object).expect("json") + "\n"
         } else {
-            to_yaml(&o.object)
+            crate::k8s::yaml::object_to_yaml(&o.object)
         };
         f.write_all(body.as_bytes())
             .and_then(|()| f.sync_all())
-            .map_err(|e| io_error("writing", &path, e))?;
-        self.files.push(PathBuf::from(file));
+            .map_err(|e| io_err(&path, "writing", e))?;
+        self.files.push(file);
         Ok(())
     }
 
@@ -571,36 +531,18 @@ impl ObjectsDir {
     pub fn finish(mut self) -> Result<Vec<PathBuf>> {
         self.files.sort();
         let width = self.files.len().to_string().len().max(3);
+        let staging = self.staged.path().to_owned();
         let mut named = Vec::with_capacity(self.files.len());
         for (i, f) in self.files.iter().enumerate() {
-            let old = f.to_string_lossy();
-            let rest = old.split_once('-').map_or("", |(_, r)| r);
+            let rest = f.split_once('-').map_or("", |(_, r)| r);
             let new = format!("{:0width$}-{rest}", i + 1);
-            std::fs::rename(self.part.join(f), self.part.join(&new))
-                .map_err(|e| io_error("cannot rename", &self.part.join(f), e))?;
-            named.push(self.dir.join(new));
+            std::fs::rename(staging.join(f), staging.join(&new))
+                .map_err(|e| io_err(&staging.join(f), "cannot rename", e))?;
+            named.push(new);
         }
-        if self.dir.exists() {
-            std::fs::remove_dir(&self.dir)
-                .map_err(|e| io_error("cannot replace the empty directory", &self.dir, e))?;
-        }
-        std::fs::rename(&self.part, &self.dir)
-            .map_err(|e| io_error("cannot rename the output to", &self.dir, e))?;
-        self.done = true;
-        Ok(named)
+        let dir = self.staged.commit()?;
+        Ok(named.into_iter().map(|n| dir.join(n)).collect())
     }
-}
-
-impl Drop for ObjectsDir {
-    fn drop(&mut self) {
-        if !self.done {
-            let _ = std::fs::remove_dir_all(&self.part);
-        }
-    }
-}
-
-fn io_error(what: &str, p: &Path, e: std::io::Error) -> Error {
-    Error::new(Kind::Io, format!("{what} {}: {e}", p.display()))
 }
 
 /// A name usable in a file name: Kubernetes names are DNS-like, but keys are data.
@@ -671,7 +613,8 @@ pub fn diff(
     fn digests(s: &Scan) -> impl Iterator<Item = (&[u8], u128)> {
         s.entries.iter().map(|(k, d)| (k.as_slice(), d.digest))
     }
-    let mut changed_objects: Vec<usize> = Vec::new();
+    // Entries whose bytes changed, by index, with their key as stored (entries hold it as text).
+    let mut changed_objects: Vec<(usize, Vec<u8>)> = Vec::new();
     diff::merge_keys(digests(a), digests(b), |k, change| {
         let parsed = p.and_then(|p| keys::parse_key(cat, p, k));
         let (resource, ns, name) = match &parsed {
@@ -705,8 +648,17 @@ pub fn diff(
         let ea = a.entries.get(k);
         let eb = b.entries.get(k);
         let enc = value::detect(eb.or(ea).map(|d| d.head.as_slice()).unwrap_or_default());
-        if change == Change::Changed {
-            changed_objects.push(entries.len());
+        let mut detail = Vec::new();
+        // Re-encryption shows as a change of every value: say so.
+        if let (Some(x), Some(_)) = (ea, eb)
+            && let (Encoding::Encrypted(ex), Encoding::Encrypted(ey)) =
+                (value::detect(&x.head), &enc)
+            && ex != *ey
+        {
+            detail.push(format!("re-encrypted: {ex} → {ey}"));
+        }
+        if change == Change::Changed && parsed.is_some() {
+            changed_objects.push((entries.len(), k.to_vec()));
         }
         entries.push(DiffEntry {
             key: String::from_utf8_lossy(k).into_owned(),
@@ -725,30 +677,14 @@ pub fn diff(
             change,
             a_mod_revision: ea.map(|d| d.key.mod_revision),
             b_mod_revision: eb.map(|d| d.key.mod_revision),
-            detail: Vec::new(),
+            detail,
         });
     });
-    // Re-encryption shows as a change of every value: say so.
-    for e in &mut entries {
-        let k = e.key.as_bytes();
-        if let (Some(x), Some(y)) = (a.entries.get(k), b.entries.get(k))
-            && let (Encoding::Encrypted(ex), Encoding::Encrypted(ey)) =
-                (value::detect(&x.head), value::detect(&y.head))
-            && ex != ey
-        {
-            e.detail.push(format!("re-encrypted: {ex} → {ey}"));
-        }
-    }
     if opts.objects && !changed_objects.is_empty() {
-        let keys: Vec<Vec<u8>> = changed_objects
+        let key_refs: Vec<&[u8]> = changed_objects.iter().map(|(_, k)| k.as_slice()).collect();
+        let at: HashMap<&[u8], usize> = changed_objects
             .iter()
-            .map(|&i| entries[i].key.as_bytes().to_vec())
-            .collect();
-        let key_refs: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
-        let at: HashMap<&[u8], usize> = key_refs
-            .iter()
-            .zip(&changed_objects)
-            .map(|(k, i)| (*k, *i))
+            .map(|(i, k)| (k.as_slice(), *i))
             .collect();
         let size = |k: &[u8]| {
             let s = |x: &Scan| x.entries.get(k).map_or(0, |d| d.key.value_size);

@@ -57,6 +57,67 @@ impl Drop for RemoveOnDrop {
     }
 }
 
+/// A new output directory (`--out`), built under a hidden `.NAME.lifeboat-part` sibling (0700)
+/// and renamed into place only when complete; the staging directory is removed if this is
+/// dropped first. An existing output is refused unless it is an empty directory.
+pub(crate) struct StagedDir {
+    out: std::path::PathBuf,
+    staging: RemoveOnDrop,
+}
+
+impl StagedDir {
+    pub(crate) fn create(out: &std::path::Path) -> crate::Result<Self> {
+        use std::os::unix::fs::DirBuilderExt;
+        if out.exists() && std::fs::read_dir(out).map_or(true, |mut d| d.next().is_some()) {
+            return Err(crate::Error::new(
+                crate::Kind::Io,
+                format!(
+                    "{} exists and is not an empty directory; choose a new --out",
+                    out.display()
+                ),
+            ));
+        }
+        let parent = out
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        let name = out.file_name().ok_or_else(|| {
+            crate::Error::new(
+                crate::Kind::Io,
+                format!("--out {} has no directory name", out.display()),
+            )
+        })?;
+        let staging = parent.join(format!(".{}.lifeboat-part", name.to_string_lossy()));
+        // A killed earlier run's staging directory is never a result: start afresh.
+        let _ = std::fs::remove_dir_all(&staging);
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&staging)
+            .map_err(|e| io_err(&staging, "cannot create", e))?;
+        Ok(Self {
+            out: out.to_owned(),
+            staging: RemoveOnDrop::new(staging),
+        })
+    }
+
+    /// Where to write until [`StagedDir::commit`].
+    pub(crate) fn path(&self) -> &std::path::Path {
+        self.staging.path()
+    }
+
+    /// Move the finished directory to its name (replacing an empty directory there).
+    pub(crate) fn commit(self) -> crate::Result<std::path::PathBuf> {
+        if self.out.exists() {
+            std::fs::remove_dir(&self.out)
+                .map_err(|e| io_err(&self.out, "cannot replace the empty directory", e))?;
+        }
+        std::fs::rename(self.staging.path(), &self.out)
+            .map_err(|e| io_err(&self.out, "cannot move the output to", e))?;
+        self.staging.disarm();
+        Ok(self.out)
+    }
+}
+
 /// An I/O error on `path`, said as "`what` `path`: cause".
 pub(crate) fn io_err(path: &std::path::Path, what: &str, e: std::io::Error) -> crate::Error {
     crate::Error::new(crate::Kind::Io, format!("{what} {}: {e}", path.display()))
