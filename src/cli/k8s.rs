@@ -5,6 +5,7 @@ use super::*;
 use crate::k8s::encryption::Keyring;
 use crate::k8s::keys::{Catalog, Resource};
 use crate::ops::k8s::{self as k8sops, Namespaces, Scan};
+use std::collections::BTreeMap;
 
 /// Options shared by the k8s commands.
 #[derive(Debug, clap::Args)]
@@ -132,23 +133,15 @@ async fn load(
     let hashing = fetched
         .as_ref()
         .map_or(Hashing::Compute, |f| Hashing::Known(f.image_sha256));
-    let label = fetched.as_ref().map_or_else(
-        || path.display().to_string(),
-        |f| {
-            format!(
-                "backup {} (taken {})",
-                f.manifest.id,
-                f.manifest
-                    .started_at
-                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-            )
-        },
-    );
     let taken = fetched.as_ref().map(|f| {
         f.manifest
             .started_at
             .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     });
+    let label = match (&fetched, &taken) {
+        (Some(f), Some(t)) => format!("backup {} (taken {t})", f.manifest.id),
+        _ => path.display().to_string(),
+    };
     let scan = blocking(move || k8sops::scan(&path, hashing, prefix.as_deref())).await?;
     Ok(Loaded {
         scan,
@@ -196,7 +189,7 @@ pub(super) async fn run(cmd: K8sCmd) -> Result<u8, Error> {
             let prefix = common.etcd_prefix.clone();
             let l = load(file, stored, prefix.clone()).await?;
             let (rows, warnings, rev) = blocking(move || {
-                let (cat, warnings) = k8sops::catalog(&l.scan, &keyring, prefix.as_deref())?;
+                let (cat, warnings) = k8sops::catalog(&[&l.scan], &keyring, prefix.as_deref())?;
                 let only = kind.map(|k| resolve(&cat, &k)).transpose()?;
                 let rows = k8sops::ls(
                     &l.scan,
@@ -314,7 +307,7 @@ pub(super) async fn run(cmd: K8sCmd) -> Result<u8, Error> {
             let l = load(file, stored, prefix.clone()).await?;
             let label = l.label.clone();
             let (report, printer, rev) = blocking(move || {
-                let (cat, warnings) = k8sops::catalog(&l.scan, &keyring, prefix.as_deref())?;
+                let (cat, warnings) = k8sops::catalog(&[&l.scan], &keyring, prefix.as_deref())?;
                 for w in &warnings {
                     tracing::warn!("{w}");
                 }
@@ -389,7 +382,7 @@ impl Printer {
                 if self.printed > 0 {
                     out!("---");
                 }
-                out!("{}", k8sops::to_yaml(&o.object).trim_end());
+                out!("{}", crate::k8s::yaml::object_to_yaml(&o.object).trim_end());
             }
             Format::Json => {
                 let body = serde_json::to_string_pretty(&o.object).expect("json");
@@ -438,11 +431,9 @@ fn finish_get(
         eprintln!("skipped {}: {} (--include-owned keeps it)", s.key, s.reason);
     }
     let (printed, hidden) = (printer.printed, printer.secrets_hidden);
-    let dir = printer.dir.as_ref().map(|_| ());
-    let files = printer.finish()?;
-    match (&files, dir) {
-        (Some(files), _) => {
-            for f in files {
+    match printer.finish()? {
+        Some(files) => {
+            for f in &files {
                 out!("{}", f.display());
             }
             let d = files
@@ -455,7 +446,7 @@ fn finish_get(
                 files.len()
             );
         }
-        (None, _) => {
+        None => {
             if hidden > 0 {
                 eprintln!(
                     "{hidden} Secret(s) not printed: Secrets print only with --show-secrets, or \
@@ -578,14 +569,7 @@ pub(super) async fn diff(a: DiffArgs) -> Result<u8, Error> {
     let (kind, keys_only, objects) = (a.kind.clone(), a.keys, a.objects);
     let include_noise = a.include_noise;
     let report = blocking(move || {
-        let (mut cat, mut warnings) = k8sops::catalog(&lb.scan, &keyring, prefix.as_deref())?;
-        let (cat_a, wa) = k8sops::catalog(&la.scan, &keyring, prefix.as_deref())?;
-        warnings.extend(wa);
-        for r in cat_a.resources {
-            if cat.get(&r.resource).is_none() {
-                cat.resources.push(r);
-            }
-        }
+        let (cat, warnings) = k8sops::catalog(&[&la.scan, &lb.scan], &keyring, prefix.as_deref())?;
         for w in &warnings {
             tracing::warn!("{w}");
         }
@@ -672,5 +656,3 @@ pub(super) async fn diff(a: DiffArgs) -> Result<u8, Error> {
     );
     Ok(0)
 }
-
-use std::collections::BTreeMap;

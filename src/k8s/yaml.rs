@@ -7,13 +7,24 @@
 //! and a ConfigMap holding them would come back changed or be refused. So any string that is not
 //! plainly a word or a path is written double-quoted (JSON string syntax is valid YAML).
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
-/// The object as YAML, keys sorted at every level, ending with a newline.
+/// An object as YAML, keys sorted at every level, ending with a newline.
+pub fn object_to_yaml(m: &Map<String, Value>) -> String {
+    let mut out = String::new();
+    if m.is_empty() {
+        out.push_str("{}\n");
+    } else {
+        mapping(&sorted_keys(m), 0, &mut out);
+    }
+    out
+}
+
+/// Any value as YAML, keys sorted at every level, ending with a newline.
 pub fn to_yaml(v: &Value) -> String {
     let mut out = String::new();
     match v {
-        Value::Object(m) if !m.is_empty() => mapping(&sorted_keys(v), 0, &mut out),
+        Value::Object(m) => return object_to_yaml(m),
         Value::Array(a) if !a.is_empty() => sequence(a, 0, &mut out),
         other => {
             out.push_str(&scalar(other));
@@ -23,11 +34,8 @@ pub fn to_yaml(v: &Value) -> String {
     out
 }
 
-fn sorted_keys(v: &Value) -> Vec<(&String, &Value)> {
-    let mut entries: Vec<(&String, &Value)> = v
-        .as_object()
-        .map(|m| m.iter().collect())
-        .unwrap_or_default();
+fn sorted_keys(m: &Map<String, Value>) -> Vec<(&String, &Value)> {
+    let mut entries: Vec<(&String, &Value)> = m.iter().collect();
     entries.sort_by(|a, b| a.0.cmp(b.0));
     entries
 }
@@ -48,7 +56,7 @@ fn mapping(entries: &[(&String, &Value)], indent: usize, out: &mut String) {
         match v {
             Value::Object(m) if !m.is_empty() => {
                 out.push('\n');
-                mapping(&sorted_keys(v), indent + 2, out);
+                mapping(&sorted_keys(m), indent + 2, out);
             }
             // kubectl's style: a sequence under a key starts at the key's indentation.
             Value::Array(a) if !a.is_empty() => {
@@ -69,7 +77,7 @@ fn sequence(items: &[Value], indent: usize, out: &mut String) {
         pad(out, indent);
         out.push_str("- ");
         match item {
-            Value::Object(m) if !m.is_empty() => mapping(&sorted_keys(item), indent + 2, out),
+            Value::Object(m) if !m.is_empty() => mapping(&sorted_keys(m), indent + 2, out),
             Value::Array(a) if !a.is_empty() => {
                 out.pop();
                 out.push('\n');
