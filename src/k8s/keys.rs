@@ -2,6 +2,7 @@
 //! and which user-typed KIND names which resource.
 
 use super::schema::Schema;
+use std::collections::{BTreeMap, HashMap};
 
 /// The etcd prefixes kube-apiserver uses: its default and OpenShift's.
 pub const KNOWN_PREFIXES: &[&str] = &["/registry", "/kubernetes.io"];
@@ -92,34 +93,57 @@ pub struct ResourceInfo {
 /// The resources one backup can hold.
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
-    pub resources: Vec<ResourceInfo>,
+    resources: BTreeMap<Resource, ResourceInfo>,
+    /// Built-in resource prefix (plural) → the group its objects are listed under.
+    prefix_groups: HashMap<String, String>,
+}
+
+/// Whether a group is Kubernetes' own (core, `apps`, `*.k8s.io`), not a custom resource's.
+fn is_builtin_group(g: &str) -> bool {
+    !g.contains('.') || g.ends_with(".k8s.io")
+}
+
+/// Preference among groups sharing one resource name, best first, as kubectl prefers them: the
+/// core group, then GA groups without a dot, then the rest; the deprecated `extensions` last.
+fn group_rank(g: &str) -> (bool, bool, bool, &str) {
+    (g == "extensions", !g.is_empty(), g.contains('.'), g)
 }
 
 impl Catalog {
     /// Built-in resources of `schema` (one entry per group and resource).
     pub fn builtin(schema: &Schema) -> Self {
-        let mut resources: Vec<ResourceInfo> = Vec::new();
+        let mut resources = BTreeMap::new();
+        let mut prefix_groups: HashMap<String, String> = HashMap::new();
         for k in &schema.kinds {
             let r = Resource {
                 group: k.group.clone(),
                 resource: k.resource.clone(),
             };
-            if resources.iter().any(|x| x.resource == r) {
+            if resources.contains_key(&r) {
                 continue;
             }
-            resources.push(ResourceInfo {
-                short_names: SHORT_NAMES
-                    .iter()
-                    .filter(|(_, res)| {
-                        *res == k.resource && (k.group.is_empty() || k.resource != "events")
-                    })
-                    .map(|(s, _)| (*s).to_string())
-                    .collect(),
-                singular: k.kind.to_lowercase(),
-                kind: k.kind.clone(),
-                namespaced: k.namespaced,
-                resource: r,
-            });
+            let best = prefix_groups
+                .entry(k.resource.clone())
+                .or_insert_with(|| k.group.clone());
+            if group_rank(&k.group) < group_rank(best) {
+                *best = k.group.clone();
+            }
+            resources.insert(
+                r.clone(),
+                ResourceInfo {
+                    short_names: SHORT_NAMES
+                        .iter()
+                        .filter(|(_, res)| {
+                            *res == k.resource && (k.group.is_empty() || k.resource != "events")
+                        })
+                        .map(|(s, _)| (*s).to_string())
+                        .collect(),
+                    singular: k.kind.to_lowercase(),
+                    kind: k.kind.clone(),
+                    namespaced: k.namespaced,
+                    resource: r,
+                },
+            );
         }
         // CRDs and APIServices are served by their own apiservers, so the k8s.io/api schema does
         // not list them; their keys and names are facts of the release.
@@ -137,18 +161,25 @@ impl Catalog {
                 &[][..],
             ),
         ] {
-            resources.push(ResourceInfo {
-                resource: Resource {
-                    group: group.into(),
-                    resource: resource.into(),
+            let r = Resource {
+                group: group.into(),
+                resource: resource.into(),
+            };
+            resources.insert(
+                r.clone(),
+                ResourceInfo {
+                    resource: r,
+                    kind: kind.into(),
+                    singular: kind.to_lowercase(),
+                    short_names: short.iter().map(|s| (*s).to_string()).collect(),
+                    namespaced: false,
                 },
-                kind: kind.into(),
-                singular: kind.to_lowercase(),
-                short_names: short.iter().map(|s| (*s).to_string()).collect(),
-                namespaced: false,
-            });
+            );
         }
-        Self { resources }
+        Self {
+            resources,
+            prefix_groups,
+        }
     }
 
     /// Add a custom resource from a CRD object (JSON, as stored); ignored when malformed.
@@ -165,27 +196,29 @@ impl Catalog {
             group: group.into(),
             resource: plural.into(),
         };
-        self.resources.retain(|x| x.resource != r);
-        self.resources.push(ResourceInfo {
-            resource: r,
-            kind: kind.into(),
-            singular: spec["names"]["singular"]
-                .as_str()
-                .map_or_else(|| kind.to_lowercase(), str::to_string),
-            short_names: spec["names"]["shortNames"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|s| s.as_str().map(str::to_string))
-                        .collect()
-                })
-                .unwrap_or_default(),
-            namespaced: spec["scope"].as_str() != Some("Cluster"),
-        });
+        self.resources.insert(
+            r.clone(),
+            ResourceInfo {
+                resource: r,
+                kind: kind.into(),
+                singular: spec["names"]["singular"]
+                    .as_str()
+                    .map_or_else(|| kind.to_lowercase(), str::to_string),
+                short_names: spec["names"]["shortNames"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|s| s.as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                namespaced: spec["scope"].as_str() != Some("Cluster"),
+            },
+        );
     }
 
     pub fn get(&self, r: &Resource) -> Option<&ResourceInfo> {
-        self.resources.iter().find(|x| &x.resource == r)
+        self.resources.get(r)
     }
 
     /// The resources a kubectl-style KIND names: `cm`, `configmap`, `configmaps`, `ConfigMap`,
@@ -201,7 +234,7 @@ impl Catalog {
         };
         let mut found: Vec<Resource> = self
             .resources
-            .iter()
+            .values()
             .filter(|i| matches(i, &lower))
             .map(|i| i.resource.clone())
             .collect();
@@ -210,7 +243,7 @@ impl Catalog {
         {
             found = self
                 .resources
-                .iter()
+                .values()
                 .filter(|i| i.resource.group == group && matches(i, name))
                 .map(|i| i.resource.clone())
                 .collect();
@@ -224,15 +257,8 @@ impl Catalog {
         }
         // One name, several built-in groups (events, ingresses, deployments of extensions):
         // they share one etcd prefix, whose objects carry the group kube-apiserver prefers.
-        let builtin = |g: &str| !g.contains('.') || g.ends_with(".k8s.io");
-        found.sort_by_key(|r| {
-            (
-                r.group == "extensions",
-                !r.group.is_empty(),
-                r.group.clone(),
-            )
-        });
-        if found.len() > 1 && builtin(&found[0].group) {
+        found.sort_by(|a, b| group_rank(&a.group).cmp(&group_rank(&b.group)));
+        if found.len() > 1 && is_builtin_group(&found[0].group) {
             found.truncate(1);
         }
         found
@@ -243,10 +269,12 @@ impl Catalog {
 /// share one etcd prefix whatever their group (events and events.k8s.io events, apps and
 /// extensions deployments), so for them the name decides.
 pub fn selects(wanted: &[Resource], r: &Resource) -> bool {
-    let builtin = |g: &str| !g.contains('.') || g.ends_with(".k8s.io");
-    wanted
-        .iter()
-        .any(|w| w == r || (w.resource == r.resource && builtin(&w.group) && builtin(&r.group)))
+    wanted.iter().any(|w| {
+        w == r
+            || (w.resource == r.resource
+                && is_builtin_group(&w.group)
+                && is_builtin_group(&r.group))
+    })
 }
 
 /// The etcd prefix a key list uses, from the first key that starts with a known one.
@@ -268,11 +296,10 @@ pub fn parse_key(catalog: &Catalog, prefix: &str, key: &[u8]) -> Option<ObjectKe
     if segs.iter().any(|s| s.is_empty()) || NOT_OBJECTS.contains(&segs[0]) {
         return None;
     }
-    let (resource, tail): (Resource, &[&str]) = if let Some((path, group, res)) =
-        SPECIAL_PREFIXES.iter().find(|(p, _, _)| {
-            let n = p.split('/').count();
-            segs.len() > n && segs[..n].join("/") == *p
-        }) {
+    let (resource, tail): (Resource, &[&str]) = if let Some((path, group, res)) = SPECIAL_PREFIXES
+        .iter()
+        .find(|(p, _, _)| rest.strip_prefix(p).is_some_and(|r| r.starts_with('/')))
+    {
         let n = path.split('/').count();
         (
             Resource {
@@ -294,10 +321,13 @@ pub fn parse_key(catalog: &Catalog, prefix: &str, key: &[u8]) -> Option<ObjectKe
             &segs[2..],
         )
     } else {
-        let group = builtin_group(catalog, segs[0]);
         (
             Resource {
-                group,
+                group: catalog
+                    .prefix_groups
+                    .get(segs[0])
+                    .cloned()
+                    .unwrap_or_default(),
                 resource: segs[0].into(),
             },
             &segs[1..],
@@ -319,22 +349,6 @@ pub fn parse_key(catalog: &Catalog, prefix: &str, key: &[u8]) -> Option<ObjectKe
         }),
         _ => None,
     }
-}
-
-/// The group of a built-in resource prefix: the core group if it has one by that name, else the
-/// first group that has (events and ingresses live in one place for all their groups).
-fn builtin_group(catalog: &Catalog, resource: &str) -> String {
-    let builtin = |g: &str| !g.contains('.') || g.ends_with(".k8s.io");
-    let mut groups: Vec<&str> = catalog
-        .resources
-        .iter()
-        .filter(|i| i.resource.resource == resource && builtin(&i.resource.group))
-        .map(|i| i.resource.group.as_str())
-        .collect();
-    groups.sort_by_key(|g| (*g == "extensions", !g.is_empty(), g.contains('.'), *g));
-    groups
-        .first()
-        .map_or_else(String::new, |g| (*g).to_string())
 }
 
 #[cfg(test)]
