@@ -276,11 +276,11 @@ impl<'s> Emitter<'s> {
                         _ => {}
                     }
                 }
-                let key = match self.single(parent, f, kt, k, false)? {
+                let key = match self.single(parent, f, kt, k)? {
                     Value::String(s) => s,
                     other => other.to_string(),
                 };
-                let val = self.single(parent, f, vt, v, false)?;
+                let val = self.single(parent, f, vt, v)?;
                 m.insert(key, val);
             }
             if m.is_empty() {
@@ -303,10 +303,10 @@ impl<'s> Emitter<'s> {
                         while pos < b.len() {
                             let v = varint(b, &mut pos)
                                 .map_err(|e| format!("{parent}.{}: {e}", f.json))?;
-                            items.push(self.single(parent, f, ty, Some(Wire::Varint(v)), false)?);
+                            items.push(self.single(parent, f, ty, Some(Wire::Varint(v)))?);
                         }
                     }
-                    _ => items.push(self.single(parent, f, ty, Some(*w), false)?),
+                    _ => items.push(self.single(parent, f, ty, Some(*w))?),
                 }
             }
             if items.is_empty() {
@@ -336,7 +336,7 @@ impl<'s> Emitter<'s> {
             }
             return Ok(());
         }
-        let v = self.single(parent, f, ty, last, f.pointer)?;
+        let v = self.single(parent, f, ty, last)?;
         let special = self.schema.messages.get(ty).and_then(|m| m.special);
         if !f.pointer {
             let empty = match (&v, special) {
@@ -385,15 +385,8 @@ impl<'s> Emitter<'s> {
         ));
     }
 
-    /// One value of type `ty`. `present_pointer`: a pointer that is set, so zero still prints.
-    fn single(
-        &mut self,
-        parent: &str,
-        f: &Field,
-        ty: &str,
-        w: Slot<'_>,
-        _present_pointer: bool,
-    ) -> Result<Value, String> {
+    /// One value of type `ty`; `None` is the type's Go zero value.
+    fn single(&mut self, parent: &str, f: &Field, ty: &str, w: Slot<'_>) -> Result<Value, String> {
         let mismatch = |e: &mut Self| {
             e.bad_wire(parent, f);
             Ok(Value::Null)
