@@ -168,24 +168,32 @@ pub fn require_identities(m: &Manifest, identities: &Identities) -> Result<()> {
 
 /// Fetch backup `id` of `lp` into a private file in the policy's spool directory.
 pub async fn fetch(lp: &LoadedPolicy, id: &str, identity_files: &[PathBuf]) -> Result<Fetched> {
-    // `latest`: the newest backup any destination lists.
-    let latest;
-    let id = if id == "latest" {
-        latest = super::restore::choose(lp, &super::restore::Selector::Latest)
-            .await?
-            .manifest
-            .id;
-        latest.as_str()
+    // `latest`: the newest backup any destination lists, read from where it was listed.
+    let newest;
+    let (manifest, dest) = if id == "latest" {
+        newest = super::restore::choose(lp, &super::restore::Selector::Latest).await?;
+        let dest = newest.destinations.first().ok_or_else(|| {
+            Error::new(
+                Kind::Storage,
+                format!(
+                    "policy {}: no destination holds its newest backup",
+                    lp.policy.name
+                ),
+            )
+        })?;
+        (newest.manifest.clone(), dest)
     } else {
-        id
+        let id = BackupId::parse(id).ok_or_else(|| {
+            Error::new(
+                Kind::Policy,
+                format!(
+                    "{id:?} is not a backup id (YYYYMMDDTHHMMSSZ-xxxxxx) or `latest`; see \
+                     `lifeboat list`"
+                ),
+            )
+        })?;
+        find_manifest(lp, &id).await?
     };
-    let id = BackupId::parse(id).ok_or_else(|| {
-        Error::new(
-            Kind::Policy,
-            format!("{id:?} is not a backup id (YYYYMMDDTHHMMSSZ-xxxxxx); see `lifeboat list`"),
-        )
-    })?;
-    let (manifest, dest) = find_manifest(lp, &id).await?;
     let identities: Identities = Arc::new(load_identities(identity_files)?);
     require_identities(&manifest, &identities)?;
     let run = BackupId::new(chrono::Utc::now(), rand::random::<u32>());
