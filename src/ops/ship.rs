@@ -89,23 +89,13 @@ impl Shipping {
             () = cancel.cancelled() => {
                 abandoned.store(true, std::sync::atomic::Ordering::Relaxed);
                 stop_fan.cancel();
-                let (uploads, dropped, _) = fan_task
-                    .await
-                    .map_err(|e| Error::new(Kind::Internal, format!("upload task failed: {e}")))?;
-                for (i, e) in dropped {
-                    skip(skipped, &dests[i], "uploading", &e);
-                }
+                let (uploads, _) = collect_fan(fan_task, dests, skipped).await?;
                 return Ok(Err(uploads));
             }
         };
         let sealed =
             sealed.map_err(|e| Error::new(Kind::Internal, format!("seal task failed: {e}")))?;
-        let (uploads, dropped, fanned) = fan_task
-            .await
-            .map_err(|e| Error::new(Kind::Internal, format!("upload task failed: {e}")))?;
-        for (i, e) in dropped {
-            skip(skipped, &dests[i], "uploading", &e);
-        }
+        let (uploads, fanned) = collect_fan(fan_task, dests, skipped).await?;
         Ok(Ok((sealed, uploads, fanned)))
     }
 
@@ -120,15 +110,24 @@ impl Shipping {
             .seal_task
             .await
             .map_err(|e| Error::new(Kind::Internal, format!("seal task failed: {e}")))?;
-        let (uploads, dropped, fanned) = self
-            .fan_task
-            .await
-            .map_err(|e| Error::new(Kind::Internal, format!("upload task failed: {e}")))?;
-        for (i, e) in dropped {
-            skip(skipped, &dests[i], "uploading", &e);
-        }
+        let (uploads, fanned) = collect_fan(self.fan_task, dests, skipped).await?;
         Ok((sealed, uploads, fanned))
     }
+}
+
+/// Wait for the fan-out; optional destinations it dropped on the way go into `skipped`.
+async fn collect_fan(
+    fan_task: tokio::task::JoinHandle<FanOut>,
+    dests: &[Destination],
+    skipped: &mut Skipped,
+) -> Result<(Uploads, Fanned)> {
+    let (uploads, dropped, fanned) = fan_task
+        .await
+        .map_err(|e| Error::new(Kind::Internal, format!("upload task failed: {e}")))?;
+    for (i, e) in dropped {
+        skip(skipped, &dests[i], "uploading", &e);
+    }
+    Ok((uploads, fanned))
 }
 
 /// The manifest's record of the stored object.
