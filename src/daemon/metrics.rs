@@ -252,8 +252,8 @@ impl Metrics {
             etcd_quota: reg!(
                 IntGaugeVec,
                 "lifeboat_etcd_quota_backend_bytes",
-                "The backend quota the percentages use: as the members report it (etcd 3.6+), else spec.cluster.quotaBackendBytes \
-                 (default 2 GiB, etcd's default).",
+                "The backend quota the percentages use: as the members report it (etcd 3.6+), \
+                 else spec.cluster.quotaBackendBytes (default 2 GiB, etcd's default).",
                 p
             ),
             etcd_term: reg!(
