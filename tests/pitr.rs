@@ -573,8 +573,28 @@ async fn a_tampered_or_missing_segment_is_refused_and_nothing_is_staged() {
     );
     assert!(o.status.success(), "{}", stderr(&o));
 
-    // A missing segment is a gap: named by check, refused by restore.
+    // A manifest whose last-revision fingerprint (what a resuming streamer compares the
+    // cluster with) is not its data's is named by check.
     std::fs::write(&data, &original).unwrap();
+    let manifest_path = PathBuf::from(format!("{}.seg.json", stem.display()));
+    let manifest_text = std::fs::read_to_string(&manifest_path).unwrap();
+    let mut m: serde_json::Value = serde_json::from_str(&manifest_text).unwrap();
+    assert_eq!(
+        m["lastRevisionEventsSha256"].as_str().map(str::len),
+        Some(64),
+        "{m}"
+    );
+    m["lastRevisionEventsSha256"] = "0".repeat(64).into();
+    std::fs::write(&manifest_path, serde_json::to_vec(&m).unwrap()).unwrap();
+    let (code, v) = check_pitr(&policy, &key, true);
+    assert_eq!(code, Some(5), "{v}");
+    let problems = v["pitr"]["timelines"][0]["problems"].to_string();
+    assert!(problems.contains("fingerprint"), "{problems}");
+    std::fs::write(&manifest_path, manifest_text).unwrap();
+    let (code, v) = check_pitr(&policy, &key, true);
+    assert_eq!(code, Some(0), "{v}");
+
+    // A missing segment is a gap: named by check, refused by restore.
     std::fs::remove_file(&data).unwrap();
     std::fs::remove_file(format!("{}.seg.json", stem.display())).unwrap();
     let (code, v) = check_pitr(&policy, &key, false);
@@ -631,4 +651,187 @@ async fn the_daemon_streams_the_log_and_exports_it() {
     let (code, _) = d.stop();
     assert_eq!(code, Some(0));
     assert!(files_under(&dir.path().join("spool")).is_empty());
+}
+
+/// Every `timeline.json` under `dir/local`, oldest first.
+fn timelines(dir: &Path) -> Vec<serde_json::Value> {
+    let mut v: Vec<serde_json::Value> = files_under(&dir.join("local"))
+        .into_iter()
+        .filter(|f| f.ends_with("/timeline.json"))
+        .map(|f| {
+            serde_json::from_slice(&std::fs::read(dir.join("local").join(f)).unwrap()).unwrap()
+        })
+        .collect();
+    v.sort_by_key(|t| t["startedAt"].as_str().unwrap().to_owned());
+    v
+}
+
+/// Wait until `n` timelines exist and the newest has a committed full backup anchoring it; the
+/// newest.
+fn wait_timeline(dir: &Path, n: usize) -> serde_json::Value {
+    let t0 = Instant::now();
+    loop {
+        let tls = timelines(dir);
+        assert!(tls.len() <= n, "more timelines than expected: {tls:?}");
+        if tls.len() == n
+            && full_backups(dir)
+                .iter()
+                .any(|m| m["timeline"] == tls[n - 1]["id"])
+        {
+            return tls[n - 1].clone();
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(90),
+            "no anchored timeline #{n}: {tls:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The highest revision committed in timeline `tl`.
+fn committed_in(dir: &Path, tl: &serde_json::Value) -> i64 {
+    committed(dir)
+        .into_iter()
+        .filter(|(t, _, _)| tl["id"] == t.as_str())
+        .map(|(_, _, l)| l)
+        .max()
+        .unwrap_or(0)
+}
+
+/// Wait until timeline `tl` has segments committed up to at least `rev`.
+fn wait_committed_in(dir: &Path, tl: &serde_json::Value, rev: i64) {
+    let t0 = Instant::now();
+    while committed_in(dir, tl) < rev {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "revision {rev} not committed in {tl}: {:?}",
+            committed(dir)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Put `n` keys `prefix/i`; the head after them.
+async fn put_many(c: &mut Client, prefix: &str, n: usize) -> i64 {
+    for i in 0..n {
+        c.put(format!("{prefix}/{i:03}"), format!("{prefix} {i}"), None)
+            .await
+            .unwrap();
+    }
+    head(c).await
+}
+
+/// A cluster restored in place from an older backup keeps its cluster id, and once it has
+/// written past the log's head, revision numbers alone cannot tell the two histories apart.
+/// Whether the streamer runs through the restore (frozen with SIGSTOP while the restored
+/// cluster writes past the head) or starts afterwards, the new history must begin a new
+/// timeline and never be appended to the old one; each timeline restores its own history.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cluster_restored_in_place_from_an_older_backup_starts_a_new_timeline() {
+    let mut cluster = EtcdCluster::start(1);
+    let ep = cluster.endpoints();
+    let mut c = Client::connect(ep.clone(), None).await.unwrap();
+    c.put("seed", "1", None).await.unwrap();
+    let cluster_id = c.status().await.unwrap().header().unwrap().cluster_id();
+    let dir = tempfile::tempdir().unwrap();
+    let (id, rcpt) = age_key();
+    let key = write_identity(dir.path(), &id);
+    let policy = pitr_policy(dir.path(), &ep, &rcpt, "");
+    let args = ["revlog", "--policy", policy.to_str().unwrap()];
+    let snapshot = |name: &str| {
+        let f = dir.path().join(name);
+        etcdctl(&ep[0], &["snapshot", "save", f.to_str().unwrap()]);
+        f
+    };
+
+    // 1. The streamer runs through the restore, frozen while the restored cluster writes past
+    //    the log's head.
+    let s = Running::start(&args);
+    let t1 = wait_timeline(dir.path(), 1);
+    put_many(&mut c, "kept", 10).await;
+    let older = snapshot("older.db");
+    let x = head(&mut c).await;
+    let y = put_many(&mut c, "lost", 20).await;
+    wait_committed_in(dir.path(), &t1, y);
+    let truth_y = state_at(&mut c, y).await;
+    s.signal("STOP");
+    cluster.stop(0);
+    cluster.restore_in_place(&older);
+    let mut c = Client::connect(ep.clone(), None).await.unwrap();
+    let st = c.status().await.unwrap();
+    assert_eq!(
+        st.header().unwrap().cluster_id(),
+        cluster_id,
+        "same cluster id"
+    );
+    assert_eq!(head(&mut c).await, x);
+    let z = put_many(&mut c, "second", 30).await;
+    assert!(
+        z > y + 5,
+        "the restored cluster is past the log's head ({z} > {y})"
+    );
+    s.signal("CONT");
+    let t2 = wait_timeline(dir.path(), 2);
+    assert_eq!(t2["reason"], "diverged", "{t2}");
+    assert_eq!(t2["parent"], t1["id"], "{t2}");
+    assert!(t2["startRevision"].as_i64().unwrap() > z, "{t2}");
+    let w = put_many(&mut c, "after", 5).await;
+    wait_committed_in(dir.path(), &t2, w);
+    // Nothing of the second history went into the first timeline.
+    assert_eq!(committed_in(dir.path(), &t1), y);
+    let truth_w = state_at(&mut c, w).await;
+
+    // 2. Started after a restore that has not yet caught up: the revision is behind the log.
+    s.signal("TERM");
+    let (code, _, logs) = s.finish();
+    assert_eq!(code, Some(0), "{logs}");
+    let older2 = snapshot("older2.db");
+    let v = put_many(&mut c, "lost2", 10).await;
+    let s = Running::start(&args);
+    wait_committed_in(dir.path(), &t2, v);
+    s.signal("TERM");
+    let (code, _, logs) = s.finish();
+    assert_eq!(code, Some(0), "{logs}");
+    // (The writer lock's own put and delete come after v.)
+    let t2_head = committed_in(dir.path(), &t2);
+    cluster.stop(0);
+    cluster.restore_in_place(&older2);
+    let s = Running::start(&args);
+    let t3 = wait_timeline(dir.path(), 3);
+    assert_eq!(t3["reason"], "revision-backwards", "{t3}");
+    assert_eq!(committed_in(dir.path(), &t2), t2_head);
+
+    // 3. Started after a restore that has written past the log's head: only the last
+    //    revision's fingerprint in the segment manifest tells.
+    let mut c = Client::connect(ep.clone(), None).await.unwrap();
+    let older3 = snapshot("older3.db");
+    let u = put_many(&mut c, "lost3", 10).await;
+    wait_committed_in(dir.path(), &t3, u);
+    s.signal("TERM");
+    let (code, _, logs) = s.finish();
+    assert_eq!(code, Some(0), "{logs}");
+    let t3_head = committed_in(dir.path(), &t3);
+    cluster.stop(0);
+    cluster.restore_in_place(&older3);
+    let mut c = Client::connect(ep.clone(), None).await.unwrap();
+    assert!(put_many(&mut c, "third", 20).await > u + 5);
+    let s = Running::start(&args);
+    let t4 = wait_timeline(dir.path(), 4);
+    assert_eq!(t4["reason"], "diverged", "{t4}");
+    assert_eq!(committed_in(dir.path(), &t3), t3_head);
+    s.kill();
+
+    // Each timeline restores its own history: y only exists in the first, w in the second.
+    for (rev, truth) in [(y, &truth_y), (w, &truth_w)] {
+        let (out, o) = restore_to(&policy, &key, dir.path(), &rev.to_string(), &etcd_bin());
+        assert!(o.status.success(), "{}", stderr(&o));
+        let restored = start_restored(&out, dir.path(), &etcd_34());
+        let mut rc = Client::connect(restored.endpoints(), None).await.unwrap();
+        assert!(
+            state_at(&mut rc, rev).await == *truth,
+            "revision {rev} differs"
+        );
+    }
+    let (code, v) = check_pitr(&policy, &key, true);
+    assert_eq!(code, Some(0), "{v}");
 }

@@ -891,16 +891,28 @@ async fn read_segment(
         ));
     }
     let (first, last, revs, events) = (s.first_revision, s.last_revision, s.revisions, s.events);
+    let fingerprint = s.last_revision_events_sha256.clone();
     tokio::task::spawn_blocking(move || -> Result<()> {
         let f = std::fs::File::open(&path).map_err(|e| io_err(&path, "cannot open", e))?;
         let bad = |m: String| Error::new(Kind::Verify, m);
         let mut r = codec::Reader::new(std::io::BufReader::new(f)).map_err(|e| bad(e.0))?;
         let (mut n, mut ev, mut lo, mut hi) = (0u64, 0u64, None, None);
+        let mut last_digest = None;
         while let Some(rev) = r.next_revision().map_err(|e| bad(e.0))? {
             n += 1;
             ev += rev.events.len() as u64;
             lo.get_or_insert(rev.revision);
             hi = Some(rev.revision);
+            last_digest = Some(codec::revision_digest(&rev.events));
+        }
+        // The fingerprint a resuming streamer trusts must be the data's.
+        if let Some(want) = fingerprint
+            && last_digest.map(hex::encode) != Some(want)
+        {
+            return Err(bad(
+                "its last revision's events do not match the fingerprint its manifest records"
+                    .into(),
+            ));
         }
         if (lo, hi, n, ev) != (Some(first), Some(last), revs, events) {
             return Err(bad(format!(

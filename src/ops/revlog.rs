@@ -411,11 +411,15 @@ pub async fn timelines(lp: &LoadedPolicy) -> (Vec<Timeline>, Vec<String>) {
     (found.into_values().collect(), problems)
 }
 
-/// The highest last revision of `tl`'s committed segments at any destination, from their keys.
-async fn committed_head(lp: &LoadedPolicy, tl: &TimelineId) -> Result<Option<i64>> {
+/// The highest last revision of `tl`'s committed segments at any destination (from their keys),
+/// with the fingerprint of that revision from the segment's manifest when it can be read.
+async fn committed_head(
+    lp: &LoadedPolicy,
+    tl: &TimelineId,
+) -> Result<Option<(i64, Option<[u8; 32]>)>> {
     let prefix = format!("{}{tl}/", revlog_prefix(&lp.policy.name));
-    let mut head = None;
-    for d in &lp.destinations {
+    let mut head: Option<(i64, String, usize)> = None;
+    for (i, d) in lp.destinations.iter().enumerate() {
         let listed = d.list(&prefix).await.map_err(|e| {
             Error::new(
                 Kind::Storage,
@@ -430,12 +434,30 @@ async fn committed_head(lp: &LoadedPolicy, tl: &TimelineId) -> Result<Option<i64
         for o in listed {
             if let Some(RevlogObject::SegmentManifest { last, .. }) =
                 parse_revlog_key(&lp.policy.name, &o.key)
+                && head.as_ref().is_none_or(|(h, _, _)| last > *h)
             {
-                head = head.max(Some(last));
+                head = Some((last, o.key, i));
             }
         }
     }
-    Ok(head)
+    let Some((last, key, i)) = head else {
+        return Ok(None);
+    };
+    // Without the fingerprint (a manifest of an older lifeboat, or unreadable now) the resume
+    // still checks the cluster's revision, only not its content.
+    let d = &lp.destinations[i];
+    let digest = match d.get_small(&key).await {
+        Ok(b) => serde_json::from_slice::<SegmentManifest>(&b)
+            .ok()
+            .and_then(|m| m.last_revision_events_sha256)
+            .and_then(|h| hex::decode(h).ok())
+            .and_then(|v| <[u8; 32]>::try_from(v).ok()),
+        Err(e) => {
+            warn!(key = %key, destination = %d.name, error = %describe_store_error(&e), "Cannot read the newest segment's manifest; resuming without comparing the last revision's fingerprint");
+            None
+        }
+    };
+    Ok(Some((last, digest)))
 }
 
 /// The newest timeline of `lp` that a full backup of cluster `cluster_id` at `effective`
@@ -465,6 +487,9 @@ enum Ended {
     Compacted(i64),
     /// Another cluster answers.
     ClusterChanged(u64),
+    /// The cluster no longer holds the history the log holds: restored from an older backup
+    /// (its revision is behind the log's, or the log's last revision reads differently).
+    Diverged(TimelineReason, String),
 }
 
 /// A sealed segment waiting to be committed.
@@ -477,6 +502,8 @@ struct Sealed {
     quiet_until: Option<DateTime<Utc>>,
     catchup: bool,
     source: SegmentSource,
+    /// The fingerprint of `totals.last_revision`.
+    last_digest: Option<[u8; 32]>,
 }
 
 /// The segment being written.
@@ -512,11 +539,13 @@ impl Open {
         })
     }
 
-    fn write(&mut self, r: &Record) -> Result<()> {
+    /// Append `r`; its bytes.
+    fn write(&mut self, r: &Record) -> Result<Vec<u8>> {
         let b = self.writer.record(r);
         self.file
             .write_all(&b)
-            .map_err(|e| super::io_err(&self.path, "writing", e))
+            .map_err(|e| super::io_err(&self.path, "writing", e))?;
+        Ok(b)
     }
 
     /// Forget everything after `len` bytes (a revision cut off mid-stream).
@@ -530,7 +559,13 @@ impl Open {
     }
 
     /// Finish the segment; `None` if it holds no revision (the file is removed).
-    fn seal(mut self, timeline: &Timeline, member: &Member) -> Result<Option<Sealed>> {
+    /// `last` is the fingerprint of the last revision written, recorded if it is this one's.
+    fn seal(
+        mut self,
+        timeline: &Timeline,
+        member: &Member,
+        last: Option<(i64, [u8; 32])>,
+    ) -> Result<Option<Sealed>> {
         let Some((end, totals)) = self.writer.finish() else {
             let _ = std::fs::remove_file(&self.path);
             return Ok(None);
@@ -540,6 +575,9 @@ impl Open {
             .and_then(|()| self.file.sync_all())
             .map_err(|e| super::io_err(&self.path, "sealing", e))?;
         let (first, _) = self.first_observed.expect("a revision was written");
+        let last_digest = last
+            .filter(|(r, _)| *r == totals.last_revision)
+            .map(|(_, d)| d);
         Ok(Some(Sealed {
             path: self.path,
             timeline: timeline.clone(),
@@ -548,6 +586,7 @@ impl Open {
             last_observed: self.last_observed.unwrap_or(first),
             quiet_until: self.quiet_until,
             catchup: self.catchup,
+            last_digest,
             source: SegmentSource {
                 member: format!("{:x}", member.id),
                 endpoint: member.endpoint.clone(),
@@ -605,6 +644,9 @@ struct State {
     next: i64,
     /// A gap already seen at this revision (a second one ends the timeline).
     gap_at: Option<i64>,
+    /// The fingerprint of the last revision written (`next - 1`), if known: what a resumed
+    /// watch compares the cluster's history with.
+    last_digest: Option<(i64, [u8; 32])>,
     segment: Option<Open>,
     segments_opened: u64,
 }
@@ -622,7 +664,6 @@ async fn stream(
 ) -> Result<()> {
     let p = &lp.policy;
     let (mut client, mut member) = connect_member(lp, None, true).await?;
-    let head = current_revision(&mut client).await?;
     let (tls, problems) = timelines(lp).await;
     if !problems.is_empty() {
         return Err(Error::new(
@@ -639,30 +680,21 @@ async fn stream(
     let newest = tls.iter().max_by_key(|t| (t.started_at, t.id.clone()));
     let mut state = match newest {
         Some(t) if t.cluster_id == cluster_hex => {
-            let next = committed_head(lp, &t.id)
-                .await?
-                .map_or(t.start_revision, |l| l + 1);
+            // The watch checks that the cluster still holds what the log ends with (its
+            // revision, and the last revision's fingerprint) before anything is written.
+            let (next, last_digest) = match committed_head(lp, &t.id).await? {
+                Some((last, digest)) => (last + 1, digest.map(|d| (last, d))),
+                None => (t.start_revision, None),
+            };
             status.committed_revision.store(next - 1, Ordering::Relaxed);
-            if head < next - 1 {
-                warn!(policy = %p.name, head, resume = next, "The cluster's revision went backwards (was it restored?); starting a new timeline");
-                new_timeline(
-                    lp,
-                    &mut client,
-                    TimelineReason::RevisionBackwards,
-                    Some(t),
-                    status,
-                    anchor_stop,
-                )
-                .await?
-            } else {
-                info!(policy = %p.name, timeline = %t.id, next, "Resuming the revision log");
-                State {
-                    timeline: t.clone(),
-                    next,
-                    gap_at: None,
-                    segment: None,
-                    segments_opened: 0,
-                }
+            info!(policy = %p.name, timeline = %t.id, next, "Resuming the revision log");
+            State {
+                timeline: t.clone(),
+                next,
+                gap_at: None,
+                last_digest,
+                segment: None,
+                segments_opened: 0,
             }
         }
         Some(t) => {
@@ -748,6 +780,13 @@ async fn stream(
                 )
                 .await?;
             }
+            Ended::Diverged(reason, why) => {
+                warn!(policy = %p.name, resume = state.next, reason = %why, "The cluster no longer holds the history the log ends with (was it restored from an older backup?); starting a new timeline and a full backup");
+                seal_current(&mut state, &member, tx)?;
+                let old = state.timeline.clone();
+                state =
+                    new_timeline(lp, &mut client, reason, Some(&old), status, anchor_stop).await?;
+            }
             Ended::ClusterChanged(id) => {
                 warn!(policy = %p.name, cluster = %format!("{id:x}"), "Another cluster answers; starting a new timeline");
                 seal_current(&mut state, &member, tx)?;
@@ -795,7 +834,7 @@ fn seal_current(
     tx: &mpsc::UnboundedSender<Sealed>,
 ) -> Result<()> {
     if let Some(seg) = state.segment.take()
-        && let Some(s) = seg.seal(&state.timeline, member)?
+        && let Some(s) = seg.seal(&state.timeline, member, state.last_digest)?
     {
         let _ = tx.send(s);
     }
@@ -871,6 +910,7 @@ async fn new_timeline(
         timeline: t,
         next: head + 1,
         gap_at: None,
+        last_digest: None,
         segment: None,
         segments_opened: 0,
     })
@@ -919,12 +959,34 @@ async fn watch(
     state: &mut State,
     tx: &mpsc::UnboundedSender<Sealed>,
 ) -> Result<Ended> {
+    // A cluster restored from an older backup keeps its cluster id. Its revision is behind the
+    // log's until it has written past it; after that only its content tells: so the watch
+    // starts at the log's last revision and compares that revision's events with the
+    // fingerprint recorded when it was written, before writing anything after it.
+    let head = match current_revision(client).await {
+        Ok(h) => h,
+        Err(e) => return Ok(Ended::Reconnect(e.chain())),
+    };
+    if head < state.next - 1 {
+        return Ok(Ended::Diverged(
+            TimelineReason::RevisionBackwards,
+            format!(
+                "the cluster's revision is {head}, behind the log's last revision {}",
+                state.next - 1
+            ),
+        ));
+    }
+    let mut verify = state
+        .last_digest
+        .filter(|(l, _)| *l == state.next - 1)
+        .map(|(l, d)| (l, d, codec::RevisionDigest::default(), false));
+    let from = verify.as_ref().map_or(state.next, |(l, ..)| *l);
     let opts = WatchOptions::new()
         .with_all_keys()
-        .with_start_revision(state.next)
+        .with_start_revision(from)
         .with_progress_notify()
         .with_fragment();
-    info!(member = %member.endpoint, from = state.next, timeline = %state.timeline.id, "Watching member");
+    info!(member = %member.endpoint, from, timeline = %state.timeline.id, "Watching member");
     let mut wc = client.watch_client().max_decoding_message_size(256 << 20);
     let mut stream = match wc.watch(vec![0u8], Some(opts)).await {
         Ok(s) => s,
@@ -935,7 +997,7 @@ async fn watch(
     let mut last_progress_request = Instant::now();
     // The revision being written (its events may span fragments) and the segment's state
     // before its REV record, to roll back to if the stream breaks inside it.
-    let mut in_rev: Option<(i64, codec::Writer)> = None;
+    let mut in_rev: Option<InRev> = None;
     let cluster = member.cluster_id;
     loop {
         let msg = tokio::select! {
@@ -996,6 +1058,36 @@ async fn watch(
         }
         let header_rev = resp.header().map_or(0, |h| h.revision());
         let events = resp.events();
+        if let Some((l, _, got, seen)) = &mut verify {
+            // Events of the log's last revision are compared, not written; the first response
+            // past it settles the comparison. A progress notification is only sent to a watch
+            // that has caught up, so one before revision `l` arrived means it has no events.
+            let mut past = false;
+            for ev in events {
+                let Some(kv) = ev.kv() else { continue };
+                if kv.mod_revision() == *l {
+                    got.add_encoded(&codec::encode_event(&event_of(ev.event_type(), kv)));
+                    *seen = true;
+                } else if kv.mod_revision() > *l {
+                    past = true;
+                    break;
+                }
+            }
+            let settled =
+                past || (*seen && !resp.0.fragment) || (!resp.created() && events.is_empty());
+            if settled {
+                let (l, want, got, seen) = verify.take().expect("verifying");
+                if !seen || got.finish() != want {
+                    return Ok(Ended::Diverged(
+                        TimelineReason::Diverged,
+                        format!("revision {l} reads differently from what the log recorded for it"),
+                    ));
+                }
+            }
+            if !past {
+                continue;
+            }
+        }
         if events.is_empty() {
             // A progress notification: nothing after `next - 1` as of now.
             if in_rev.is_none()
@@ -1022,11 +1114,11 @@ async fn watch(
             let Some(kv) = ev.kv() else { continue };
             let rev = kv.mod_revision();
             match &in_rev {
-                Some((r, _)) if rev == *r => {}
-                Some((r, _)) if rev < *r => continue, // duplicate inside the stream
+                Some(r) if rev == r.rev => {}
+                Some(r) if rev < r.rev => continue, // duplicate inside the stream
                 _ => {
-                    if let Some((r, _)) = in_rev.take() {
-                        state.next = r + 1;
+                    if let Some(r) = in_rev.take() {
+                        r.complete(state);
                     }
                     if rev < state.next {
                         continue; // a duplicate of a revision already written
@@ -1039,7 +1131,11 @@ async fn watch(
                         });
                     }
                     let seg = open_segment(state, space)?;
-                    in_rev = Some((rev, seg.writer.clone()));
+                    in_rev = Some(InRev {
+                        rev,
+                        before: seg.writer.clone(),
+                        digest: codec::RevisionDigest::default(),
+                    });
                     seg.write(&Record::Rev {
                         revision: rev,
                         observed_ns: now.timestamp_nanos_opt().unwrap_or(0),
@@ -1057,36 +1153,29 @@ async fn watch(
                 }
             }
             let seg = state.segment.as_mut().expect("a segment is open");
-            let event = match ev.event_type() {
-                EventType::Put => {
-                    let lease = kv.lease();
-                    if lease != 0 && seg.leases.insert(lease) {
-                        let ttl = lease_ttl(client, lease).await;
-                        seg.write(&Record::Lease { id: lease, ttl })?;
-                    }
-                    Event::Put {
-                        key: kv.key().to_vec(),
-                        value: kv.value().to_vec(),
-                        create_revision: kv.create_revision(),
-                        mod_revision: rev,
-                        version: kv.version(),
-                        lease,
-                    }
-                }
-                EventType::Delete => Event::Delete {
-                    key: kv.key().to_vec(),
-                    mod_revision: rev,
-                },
-            };
-            seg.write(&Record::Event(event))?;
+            let event = event_of(ev.event_type(), kv);
+            if let Event::Put { lease, .. } = event
+                && lease != 0
+                && seg.leases.insert(lease)
+            {
+                let ttl = lease_ttl(client, lease).await;
+                seg.write(&Record::Lease { id: lease, ttl })?;
+            }
+            let record = seg.write(&Record::Event(event))?;
+            in_rev
+                .as_mut()
+                .expect("a revision is open")
+                .digest
+                .add_encoded(&record);
         }
         // Every revision of a response is complete unless the response is a fragment.
         if !resp.0.fragment
-            && let Some((r, _)) = in_rev.take()
+            && let Some(r) = in_rev.take()
         {
-            state.next = r + 1;
+            let rev = r.rev;
+            r.complete(state);
             state.gap_at = None;
-            status.received_revision.store(r, Ordering::Relaxed);
+            status.received_revision.store(rev, Ordering::Relaxed);
             maybe_seal(state, member, pitr, tx, false)?;
         }
     }
@@ -1101,12 +1190,46 @@ fn open_segment<'a>(state: &'a mut State, space: &RunSpace) -> Result<&'a mut Op
     Ok(state.segment.as_mut().expect("just opened"))
 }
 
+/// The revision being written: its events may span responses (fragments).
+struct InRev {
+    rev: i64,
+    /// The segment's state before its `REV` record, to roll back to if the stream breaks.
+    before: codec::Writer,
+    digest: codec::RevisionDigest,
+}
+
+impl InRev {
+    /// All of the revision's events are written.
+    fn complete(self, state: &mut State) {
+        state.next = self.rev + 1;
+        state.last_digest = Some((self.rev, self.digest.finish()));
+    }
+}
+
+/// The event as the segment records it.
+fn event_of(t: EventType, kv: &etcd_client::KeyValue) -> Event {
+    match t {
+        EventType::Put => Event::Put {
+            key: kv.key().to_vec(),
+            value: kv.value().to_vec(),
+            create_revision: kv.create_revision(),
+            mod_revision: kv.mod_revision(),
+            version: kv.version(),
+            lease: kv.lease(),
+        },
+        EventType::Delete => Event::Delete {
+            key: kv.key().to_vec(),
+            mod_revision: kv.mod_revision(),
+        },
+    }
+}
+
 /// Roll the open segment back to before the revision cut off mid-stream, if any.
-fn rollback(state: &mut State, in_rev: &mut Option<(i64, codec::Writer)>) -> Result<()> {
-    if let Some((_, writer)) = in_rev.take()
+fn rollback(state: &mut State, in_rev: &mut Option<InRev>) -> Result<()> {
+    if let Some(r) = in_rev.take()
         && let Some(seg) = &mut state.segment
     {
-        seg.rollback(writer)?;
+        seg.rollback(r.before)?;
     }
     Ok(())
 }
@@ -1243,6 +1366,7 @@ async fn commit_segment(lp: &LoadedPolicy, s: &Sealed) -> Result<u64> {
         plaintext_sha256: hex::encode(t.plaintext_sha256),
         stored: stored_object(lp, &data_key, &sealed),
         live_keys_at_last_revision: live,
+        last_revision_events_sha256: s.last_digest.map(hex::encode),
         source: s.source.clone(),
         lifeboat_version: env!("CARGO_PKG_VERSION").into(),
     };

@@ -42,6 +42,9 @@ pub enum TimelineReason {
     ClusterChanged,
     /// The cluster's revision went backwards: it was restored.
     RevisionBackwards,
+    /// The cluster reads differently at the log's last revision: it was restored from an
+    /// older backup and has since written past where the log stopped.
+    Diverged,
 }
 
 /// `timeline.json`.
@@ -108,6 +111,13 @@ pub struct SegmentManifest {
     /// range), for a replay to compare with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub live_keys_at_last_revision: Option<u64>,
+    /// SHA-256 of `last_revision`'s events as this segment encodes them (see
+    /// [`codec::revision_digest`]): a fingerprint of the history at that revision. A streamer
+    /// resuming after this segment re-reads that revision from the cluster and compares, so
+    /// that a cluster restored from an older backup, which has since written past the log's
+    /// head, is never taken for the history the log holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_revision_events_sha256: Option<String>,
     pub source: SegmentSource,
     pub lifeboat_version: String,
 }

@@ -296,6 +296,7 @@ pub(crate) mod tests {
                 encryption: None,
             },
             live_keys_at_last_revision: None,
+            last_revision_events_sha256: None,
             source: SegmentSource {
                 member: String::new(),
                 endpoint: String::new(),

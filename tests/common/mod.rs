@@ -117,6 +117,8 @@ pub struct Member {
     pub name: String,
     pub client_url: String,
     child: Option<Child>,
+    /// How it was started (program, arguments, log), to start it again.
+    launch: Option<(String, Vec<String>, PathBuf)>,
 }
 
 /// A real etcd cluster of `n` members on loopback, killed and removed on drop.
@@ -164,19 +166,22 @@ impl EtcdCluster {
         let initial = initial.join(",");
         let mut members = Vec::new();
         for (i, (c, p)) in ports.iter().enumerate() {
-            let log = std::fs::File::create(dir.path().join(format!("m{i}.log"))).unwrap();
-            let mut cmd = Command::new(&dist.etcd);
+            let log_path = dir.path().join(format!("m{i}.log"));
+            let mut args: Vec<String> = Vec::new();
             if let Some(t) = tls {
-                cmd.args(["--client-cert-auth", "--trusted-ca-file"])
-                    .arg(&t.ca)
-                    .arg("--cert-file")
-                    .arg(&t.server_cert)
-                    .arg("--key-file")
-                    .arg(&t.server_key);
+                args.push("--client-cert-auth".into());
+                for (flag, f) in [
+                    ("--trusted-ca-file", &t.ca),
+                    ("--cert-file", &t.server_cert),
+                    ("--key-file", &t.server_key),
+                ] {
+                    args.push(flag.into());
+                    args.push(f.to_str().unwrap().into());
+                }
             }
-            let child = cmd
-                .args(extra(i))
-                .args([
+            args.extend(extra(i));
+            args.extend(
+                [
                     "--name",
                     &format!("m{i}"),
                     "--data-dir",
@@ -195,15 +200,15 @@ impl EtcdCluster {
                     &token,
                     "--initial-cluster-state",
                     "new",
-                ])
-                .stdout(log.try_clone().unwrap())
-                .stderr(log)
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {}: {e}; install etcd-server", dist.etcd));
+                ]
+                .map(String::from),
+            );
+            let child = spawn_logged(&dist.etcd, &args, &log_path);
             members.push(Member {
                 name: format!("m{i}"),
                 client_url: format!("{scheme}://127.0.0.1:{c}"),
                 child: Some(child),
+                launch: Some((dist.etcd.clone(), args, log_path)),
             });
         }
         let cluster = EtcdCluster {
@@ -258,6 +263,7 @@ impl EtcdCluster {
                 name: name.to_owned(),
                 client_url: format!("http://127.0.0.1:{c}"),
                 child: Some(child),
+                launch: None,
             }],
             dir,
             etcdctl: dist.etcdctl.clone(),
@@ -384,6 +390,51 @@ impl EtcdCluster {
         }
     }
 
+    /// Start member `i` again as it was started, on whatever its data directory now holds.
+    pub fn restart(&mut self, i: usize) {
+        assert!(self.members[i].child.is_none(), "member {i} is running");
+        let (etcd, args, log) = self.members[i]
+            .launch
+            .clone()
+            .expect("started by start_custom");
+        self.members[i].child = Some(spawn_logged(&etcd, &args, &log));
+    }
+
+    /// Replace every member's data with `snapshot` as an operator restoring the cluster in place
+    /// would: the same names, peer URLs and cluster token (so the same member and cluster ids),
+    /// then start them again. Members must be stopped.
+    pub fn restore_in_place(&mut self, snapshot: &Path) {
+        for i in 0..self.members.len() {
+            let (_, args, _) = self.members[i]
+                .launch
+                .clone()
+                .expect("started by start_custom");
+            let flag = |f: &str| {
+                let at = args.iter().position(|a| a == f).unwrap();
+                args[at + 1].clone()
+            };
+            let data = PathBuf::from(flag("--data-dir"));
+            std::fs::remove_dir_all(&data).unwrap();
+            let o = Command::new(&self.etcdctl)
+                .env("ETCDCTL_API", "3")
+                .args(["snapshot", "restore", snapshot.to_str().unwrap()])
+                .args(["--name", &flag("--name"), "--data-dir", &flag("--data-dir")])
+                .args(["--initial-cluster", &flag("--initial-cluster")])
+                .args(["--initial-cluster-token", &flag("--initial-cluster-token")])
+                .args([
+                    "--initial-advertise-peer-urls",
+                    &flag("--initial-advertise-peer-urls"),
+                ])
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "snapshot restore: {}", stderr(&o));
+        }
+        for i in 0..self.members.len() {
+            self.restart(i);
+        }
+        self.wait_healthy(&self.endpoints(), None);
+    }
+
     /// Kill member `i` (SIGKILL, as a crash would).
     pub fn stop(&mut self, i: usize) {
         if let Some(mut c) = self.members[i].child.take() {
@@ -419,6 +470,21 @@ impl Drop for EtcdCluster {
             self.stop(i);
         }
     }
+}
+
+/// Start `program args` with stdout and stderr appended to `log`.
+fn spawn_logged(program: &str, args: &[String], log: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    Command::new(program)
+        .args(args)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {program}: {e}; install etcd-server"))
 }
 
 /// The S3 server for tests.
