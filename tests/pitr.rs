@@ -819,6 +819,20 @@ async fn a_cluster_restored_in_place_from_an_older_backup_starts_a_new_timeline(
     let t4 = wait_timeline(dir.path(), 4);
     assert_eq!(t4["reason"], "diverged", "{t4}");
     assert_eq!(committed_in(dir.path(), &t3), t3_head);
+
+    // 4. Another cluster at the same endpoints (rebuilt from a backup with a new token).
+    s.signal("TERM");
+    let (code, _, logs) = s.finish();
+    assert_eq!(code, Some(0), "{logs}");
+    cluster.stop(0);
+    cluster.restore_in_place_as(&older3, Some("another-cluster"));
+    let mut c = Client::connect(ep.clone(), None).await.unwrap();
+    let other = c.status().await.unwrap().header().unwrap().cluster_id();
+    assert_ne!(other, cluster_id);
+    let s = Running::start(&args);
+    let t5 = wait_timeline(dir.path(), 5);
+    assert_eq!(t5["reason"], "cluster-changed", "{t5}");
+    assert_eq!(t5["clusterId"], format!("{other:x}"), "{t5}");
     s.kill();
 
     // Each timeline restores its own history: y only exists in the first, w in the second.

@@ -404,6 +404,12 @@ impl EtcdCluster {
     /// would: the same names, peer URLs and cluster token (so the same member and cluster ids),
     /// then start them again. Members must be stopped.
     pub fn restore_in_place(&mut self, snapshot: &Path) {
+        self.restore_in_place_as(snapshot, None);
+    }
+
+    /// [`EtcdCluster::restore_in_place`], with another cluster token if given: another
+    /// cluster id at the same endpoints, as a cluster rebuilt from a backup is.
+    pub fn restore_in_place_as(&mut self, snapshot: &Path, token: Option<&str>) {
         for i in 0..self.members.len() {
             let (_, args, _) = self.members[i]
                 .launch
@@ -420,7 +426,10 @@ impl EtcdCluster {
                 .args(["snapshot", "restore", snapshot.to_str().unwrap()])
                 .args(["--name", &flag("--name"), "--data-dir", &flag("--data-dir")])
                 .args(["--initial-cluster", &flag("--initial-cluster")])
-                .args(["--initial-cluster-token", &flag("--initial-cluster-token")])
+                .args([
+                    "--initial-cluster-token",
+                    &token.map_or_else(|| flag("--initial-cluster-token"), String::from),
+                ])
                 .args([
                     "--initial-advertise-peer-urls",
                     &flag("--initial-advertise-peer-urls"),
