@@ -119,16 +119,19 @@ pub(super) enum Format {
 struct Loaded {
     scan: Scan,
     label: String,
-    /// When the backup was taken (stored backups; a file does not say).
-    taken: Option<String>,
     _fetched: Option<ops::fetch::Fetched>,
 }
 
-async fn load(
-    file: Option<PathBuf>,
-    stored: StoredArgs,
-    prefix: Option<String>,
-) -> Result<Loaded, Error> {
+/// A snapshot file found (fetched and verified if stored), not yet read for objects.
+struct Opened {
+    source: k8sops::Source,
+    label: String,
+    /// When the backup was taken (stored backups; a file does not say).
+    taken: Option<String>,
+    fetched: Option<ops::fetch::Fetched>,
+}
+
+async fn open(file: Option<PathBuf>, stored: StoredArgs) -> Result<Opened, Error> {
     let (path, fetched) = super::inspect::snapshot_source(file, stored).await?;
     let hashing = fetched
         .as_ref()
@@ -142,12 +145,26 @@ async fn load(
         (Some(f), Some(t)) => format!("backup {} (taken {t})", f.manifest.id),
         _ => path.display().to_string(),
     };
+    Ok(Opened {
+        source: k8sops::Source { path, hashing },
+        label,
+        taken,
+        fetched,
+    })
+}
+
+async fn load(
+    file: Option<PathBuf>,
+    stored: StoredArgs,
+    prefix: Option<String>,
+) -> Result<Loaded, Error> {
+    let o = open(file, stored).await?;
+    let k8sops::Source { path, hashing } = o.source;
     let scan = blocking(move || k8sops::scan(&path, hashing, prefix.as_deref())).await?;
     Ok(Loaded {
         scan,
-        label,
-        taken,
-        _fetched: fetched,
+        label: o.label,
+        _fetched: o.fetched,
     })
 }
 
@@ -526,29 +543,31 @@ pub(super) struct DiffArgs {
     /// Show events and leases too (rewritten by the cluster all the time).
     #[arg(long)]
     include_noise: bool,
+    /// Memory for each side's key index (about 250 bytes a key). Snapshots with more keys are
+    /// compared in several passes over both files, a share of the keys at a time.
+    #[arg(long, value_name = "SIZE", default_value = "512MiB", value_parser = crate::policy::parse_byte_size)]
+    index_memory: u64,
     /// Print JSON.
     #[arg(long)]
     json: bool,
 }
 
-async fn load_side(
+async fn open_side(
     side: &str,
     policy: &Option<PathBuf>,
     identity: &[PathBuf],
-    prefix: Option<String>,
-) -> Result<Loaded, Error> {
+) -> Result<Opened, Error> {
     let p = PathBuf::from(side);
     if p.exists() || policy.is_none() {
-        return load(Some(p), StoredArgs::none(), prefix).await;
+        return open(Some(p), StoredArgs::none()).await;
     }
-    load(
+    open(
         None,
         StoredArgs {
             policy: policy.clone(),
             backup: Some(side.to_string()),
             identity: identity.to_vec(),
         },
-        prefix,
     )
     .await
 }
@@ -562,30 +581,37 @@ pub(super) async fn diff(a: DiffArgs) -> Result<u8, Error> {
     } else {
         a.common.namespaces()
     };
-    let la = load_side(&a.a, &a.policy, &a.identity, prefix.clone()).await?;
-    let lb = load_side(&a.b, &a.policy, &a.identity, prefix.clone()).await?;
-    let (label_a, label_b) = (la.label.clone(), lb.label.clone());
-    let (taken_a, taken_b) = (la.taken.clone(), lb.taken.clone());
+    let oa = open_side(&a.a, &a.policy, &a.identity).await?;
+    let ob = open_side(&a.b, &a.policy, &a.identity).await?;
+    let (label_a, label_b) = (oa.label.clone(), ob.label.clone());
+    let (taken_a, taken_b) = (oa.taken.clone(), ob.taken.clone());
     let (kind, keys_only, objects) = (a.kind.clone(), a.keys, a.objects);
     let include_noise = a.include_noise;
-    let report = blocking(move || {
-        let (cat, warnings) = k8sops::catalog(&[&la.scan, &lb.scan], &keyring, prefix.as_deref())?;
-        for w in &warnings {
-            tracing::warn!("{w}");
-        }
-        let objects = objects
-            || (!keys_only
-                && (la.scan.prefix.is_some() || lb.scan.prefix.is_some() || prefix.is_some()));
-        let only = kind.map(|k| resolve(&cat, &k)).transpose()?;
-        let opts = k8sops::DiffOptions {
-            objects,
-            namespaces: ns,
-            only,
-            include_noise,
-        };
-        k8sops::diff(&la.scan, &lb.scan, &cat, &keyring, prefix.as_deref(), &opts)
+    let (sa, sb) = (oa.source.clone(), ob.source.clone());
+    let budget = a.index_memory;
+    let (report, warnings) = blocking(move || {
+        k8sops::diff_files(
+            &sa,
+            &sb,
+            &keyring,
+            prefix.as_deref(),
+            budget,
+            |cat, found| {
+                Ok(k8sops::DiffOptions {
+                    objects: objects || (!keys_only && found.is_some()),
+                    namespaces: ns,
+                    only: kind.map(|k| resolve(cat, &k)).transpose()?,
+                    include_noise,
+                })
+            },
+        )
     })
     .await?;
+    // The fetched copies stay until the comparison is done.
+    drop((oa, ob));
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
     if a.json {
         out!(
             "{}",
@@ -594,6 +620,7 @@ pub(super) async fn diff(a: DiffArgs) -> Result<u8, Error> {
                 "b": {"source": label_b, "revision": report.b_revision, "taken": taken_b},
                 "changes": report.entries,
                 "noiseHidden": report.noise_hidden,
+                "partitions": report.partitions,
             }))
             .expect("json")
         );

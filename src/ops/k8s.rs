@@ -6,7 +6,7 @@
 use super::inspect::{Hashing, bolt_error, inspect_file_with};
 use super::io_err;
 use crate::error::{Error, Kind, Result};
-use crate::etcddb::{self, LiveDigest, LiveDigests};
+use crate::etcddb::{self, LiveDigest, LiveDigests, Partition};
 use crate::k8s::clean;
 use crate::k8s::diff::{self, Change};
 use crate::k8s::encryption::Keyring;
@@ -34,21 +34,38 @@ pub struct Scan {
 
 /// Read and check `path` (as `inspect` does) and collect its live keys. Refuses a damaged file.
 pub fn scan(path: &Path, hashing: Hashing, prefix: Option<&str>) -> Result<Scan> {
-    let mut v = LiveDigests::new(prefix.unwrap_or("").as_bytes(), value::head_len);
+    Ok(scan_with(path, hashing, prefix, |v| v)?.expect("no budget, so no overflow"))
+}
+
+/// [`scan`] with the collector set up by `tune` (a budget, a partition). `Ok(Err(n))`: the keys
+/// did not fit the budget, and `n` partitions would.
+pub fn scan_with(
+    path: &Path,
+    hashing: Hashing,
+    prefix: Option<&str>,
+    tune: impl FnOnce(LiveDigests) -> LiveDigests,
+) -> Result<std::result::Result<Scan, u64>> {
+    let mut v = tune(LiveDigests::new(
+        prefix.unwrap_or("").as_bytes(),
+        value::head_len,
+    ));
     let report = inspect_file_with(path, hashing, &mut v)?;
     report.ensure_sound(path, "refusing to read Kubernetes objects from it")?;
+    if let Some(n) = v.overflowed() {
+        return Ok(Err(n));
+    }
     let entries = v.into_map();
     let found = match prefix {
         Some(p) => keys::KNOWN_PREFIXES.iter().find(|k| **k == p).copied(),
         None => keys::detect_prefix(entries.keys().map(Vec::as_slice)),
     };
-    Ok(Scan {
+    Ok(Ok(Scan {
         path: path.to_owned(),
         revision: report.inspection.status.revision,
         prefix: found,
         entries,
         image_len: report.image_len(),
-    })
+    }))
 }
 
 impl Scan {
@@ -595,6 +612,95 @@ pub struct DiffReport {
     pub entries: Vec<DiffEntry>,
     /// Events and leases not shown (without --include-noise).
     pub noise_hidden: u64,
+    /// Partitions of the keyspace compared one after the other (1: all keys at once).
+    pub partitions: u64,
+}
+
+/// Grouped by kind and namespace, then by name.
+fn sort_entries(entries: &mut [DiffEntry]) {
+    entries.sort_by(|x, y| {
+        (&x.resource, &x.namespace, &x.name, &x.key).cmp(&(
+            &y.resource,
+            &y.namespace,
+            &y.name,
+            &y.key,
+        ))
+    });
+}
+
+/// A snapshot file to read, and whether its bytes were already hashed.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub path: PathBuf,
+    pub hashing: Hashing,
+}
+
+/// `diff` of two files holding about `budget` bytes of key index per side at most (`k8s diff
+/// --index-memory`). When both key lists fit, each file is read once more only for the values
+/// that differ. When one does not, the keyspace is split by a hash of the key into as many
+/// partitions as needed and each pair of partitions is compared in turn, reading both files
+/// once per partition (after the first, checked, read). Every CRD is in partition 0, so the
+/// catalog is complete before anything is compared. `options` makes the options once the
+/// catalog and the Kubernetes prefix (given or found) are known. Also returns the catalog's
+/// warnings.
+pub fn diff_files(
+    a: &Source,
+    b: &Source,
+    keyring: &Keyring,
+    prefix: Option<&str>,
+    budget: u64,
+    options: impl FnOnce(&Catalog, Option<&str>) -> Result<DiffOptions>,
+) -> Result<(DiffReport, Vec<String>)> {
+    let first = |s: &Source| scan_with(&s.path, s.hashing, prefix, |v| v.budget(budget));
+    let (sa, sb) = (first(a)?, first(b)?);
+    let parts = match (&sa, &sb) {
+        (Ok(sa), Ok(sb)) => {
+            let (cat, warnings) = catalog(&[sa, sb], keyring, prefix)?;
+            let p = prefix.or(sa.prefix).or(sb.prefix);
+            let opts = options(&cat, p)?;
+            return Ok((diff(sa, sb, &cat, keyring, p, &opts)?, warnings));
+        }
+        // A quarter more than the estimate: partitions are only as even as the hash.
+        (x, y) => {
+            let n = |r: &std::result::Result<Scan, u64>| r.as_ref().err().copied().unwrap_or(1);
+            n(x).max(n(y)).saturating_mul(5).div_ceil(4)
+        }
+    };
+    drop((sa, sb));
+    let pinned: Vec<Vec<u8>> = match prefix {
+        Some(p) => vec![p.to_string()],
+        None => keys::KNOWN_PREFIXES.iter().map(|p| p.to_string()).collect(),
+    }
+    .into_iter()
+    .map(|p| format!("{p}/apiextensions.k8s.io/customresourcedefinitions/").into_bytes())
+    .collect();
+    let part = |s: &Source, index: u64| {
+        let p = Partition {
+            index,
+            count: parts,
+            pinned: pinned.clone(),
+        };
+        // The first read checked the file (trailer, structure); this one only collects.
+        Ok::<_, Error>(
+            scan_with(&s.path, Hashing::Skip, prefix, |v| v.partition(p))?
+                .expect("no budget, so no overflow"),
+        )
+    };
+    let (a0, b0) = (part(a, 0)?, part(b, 0)?);
+    let (cat, warnings) = catalog(&[&a0, &b0], keyring, prefix)?;
+    let p = prefix.or(a0.prefix).or(b0.prefix);
+    let opts = options(&cat, p)?;
+    let mut report = diff(&a0, &b0, &cat, keyring, p, &opts)?;
+    drop((a0, b0));
+    for i in 1..parts {
+        let (ai, bi) = (part(a, i)?, part(b, i)?);
+        let r = diff(&ai, &bi, &cat, keyring, p, &opts)?;
+        report.entries.extend(r.entries);
+        report.noise_hidden += r.noise_hidden;
+    }
+    sort_entries(&mut report.entries);
+    report.partitions = parts;
+    Ok((report, warnings))
 }
 
 /// `diff`: a merge of the two sorted key lists; objects are decoded only for keys whose bytes
@@ -719,19 +825,13 @@ pub fn diff(
         // difference, unless it was re-encrypted, which an operator rotating keys wants to see.
         entries.retain(|e| e.change != Change::Unchanged || !e.detail.is_empty());
     }
-    entries.sort_by(|x, y| {
-        (&x.resource, &x.namespace, &x.name, &x.key).cmp(&(
-            &y.resource,
-            &y.namespace,
-            &y.name,
-            &y.key,
-        ))
-    });
+    sort_entries(&mut entries);
     Ok(DiffReport {
         a_revision: a.revision,
         b_revision: b.revision,
         entries,
         noise_hidden,
+        partitions: 1,
     })
 }
 
