@@ -492,6 +492,29 @@ async fn a_killed_run_leaves_no_backup_and_the_next_run_sweeps_only_dead_leftove
     let a_lock = a_spool.replace(".db.part", ".lock");
     assert_eq!(spool_entries(dir.path(), ".lock").len(), 2);
     assert!(spool_entries(dir.path(), ".lock").contains(&a_lock));
+    // Each run's upload to the local destination is a staging file (`KEY#N`) until it
+    // completes: A's stays behind, C's is in progress.
+    let run_of = |spool: &str| {
+        spool
+            .trim_start_matches("prod-")
+            .trim_end_matches(".db.part")
+            .to_owned()
+    };
+    let staged = |run: &str| {
+        files_under(&dir.path().join("local"))
+            .into_iter()
+            .filter(|f| f.starts_with(&format!("prod/{run}.")) && f.contains('#'))
+            .collect::<Vec<_>>()
+    };
+    let (a_run, c_run) = (run_of(&a_spool), run_of(&c_spool));
+    let a_staged = staged(&a_run);
+    assert_eq!(
+        a_staged.len(),
+        1,
+        "{:?}",
+        files_under(&dir.path().join("local"))
+    );
+    assert_eq!(staged(&c_run).len(), 1);
 
     // Nothing of A is visible: no manifest anywhere, and list shows no backup.
     assert!(
@@ -517,18 +540,27 @@ async fn a_killed_run_leaves_no_backup_and_the_next_run_sweeps_only_dead_leftove
     assert!(o.status.success(), "{}", stderr(&o));
     let b: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let removed = b["removedLeftovers"].as_array().unwrap();
-    assert_eq!(removed.len(), 1, "{removed:?}");
+    assert_eq!(removed.len(), 2, "{removed:?}");
     assert!(removed[0]["path"].as_str().unwrap().ends_with(&a_spool));
     assert!(removed[0]["bytes"].as_u64().unwrap() >= a_size);
     assert_eq!(removed[0]["what"], "spool file of a backup");
+    assert!(removed[1]["path"].as_str().unwrap().ends_with(&a_staged[0]));
+    assert_eq!(removed[1]["what"], "partial upload at a local destination");
     assert_eq!(spool_entries(dir.path(), ".db.part"), vec![c_spool.clone()]);
     assert!(!spool_entries(dir.path(), ".lock").contains(&a_lock));
+    assert!(staged(&a_run).is_empty());
+    assert_eq!(staged(&c_run).len(), 1, "a live run's upload is kept");
 
     let (code, out, logs) = c.finish();
     assert_eq!(code, Some(0), "{logs}");
     let c: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(c["removedLeftovers"], serde_json::json!([]));
     assert!(files_under(&dir.path().join("spool")).is_empty());
+    assert!(
+        files_under(&dir.path().join("local"))
+            .iter()
+            .all(|f| !f.contains('#'))
+    );
     let o = lifeboat(&["list", "--policy", fast.to_str().unwrap(), "--json"]);
     let listed: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 2);

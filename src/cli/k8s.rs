@@ -543,7 +543,7 @@ pub(super) struct DiffArgs {
     /// Show events and leases too (rewritten by the cluster all the time).
     #[arg(long)]
     include_noise: bool,
-    /// Memory for each side's key index (about 250 bytes a key). Snapshots with more keys are
+    /// Memory for each side's key index (about 320 bytes a key). Snapshots with more keys are
     /// compared in several passes over both files, a share of the keys at a time.
     #[arg(long, value_name = "SIZE", default_value = "512MiB", value_parser = crate::policy::parse_byte_size)]
     index_memory: u64,

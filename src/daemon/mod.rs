@@ -380,7 +380,7 @@ pub async fn run(opts: DaemonOptions) -> Result<()> {
     // Before anything runs: what runs that died (SIGKILL, OOM, power loss) left in the spool.
     for (name, st) in runner.all() {
         let lp = st.current();
-        match ops::spool::remove_leftovers(&lp.policy.snapshot.spool_dir, &name) {
+        match ops::spool::remove_leftovers(&lp) {
             Ok(l) if !l.is_empty() => info!(
                 policy = %name,
                 files = l.len(),

@@ -399,9 +399,10 @@ impl Partition {
     }
 }
 
-/// Bytes a held entry costs beyond its key and head: the map's node share, the digest, the
-/// revisions and the vectors' headers (measured on a 127,826-key snapshot: about 120).
-const ENTRY_OVERHEAD: u64 = 128;
+/// Bytes a held entry costs beyond its key and head: the map's node share (nodes are partly
+/// empty), the digest, the revisions, the vectors' headers and two allocations. Measured with
+/// `bench/k8s.sh`: about 320 bytes an entry in all with 38-byte keys and 21-byte heads.
+const ENTRY_OVERHEAD: u64 = 256;
 
 impl LiveDigests {
     /// Keys under `prefix`; `head(value)` says how many leading bytes of each value to keep.
@@ -638,8 +639,8 @@ mod tests {
         assert_eq!(roomy.into_map().len(), 566);
         let tight = collect(LiveDigests::new(b"/r/", |_| 2).budget(16 << 10));
         let n = tight.overflowed().expect("overflowed");
-        // 704 puts of about 150 bytes in 16 KiB pieces.
-        assert!((6..=9).contains(&n), "{n} partitions");
+        // 660 puts of about 270 bytes in 16 KiB pieces.
+        assert!((9..=14).contains(&n), "{n} partitions");
         assert!(tight.into_map().is_empty());
     }
 }

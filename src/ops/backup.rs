@@ -161,7 +161,7 @@ pub async fn backup_until(lp: &LoadedPolicy, cancel: &CancellationToken) -> Resu
     let started_at = Utc::now();
     let id = BackupId::new(started_at, rand::random::<u32>());
     // First, so the leftovers of a killed run go even when the cluster is down.
-    let (space, leftovers) = RunSpace::open(&p.snapshot.spool_dir, &p.name, &id)?;
+    let (space, leftovers) = RunSpace::claim(lp, &id)?;
     let (probes, ranking) = choose_member(lp, cancel).await?;
     let alarms = alarms_seen(&probes, &ranking);
     for a in &alarms {
@@ -751,7 +751,7 @@ pub async fn backup_from_file(
     let p = &lp.policy;
     let started_at = Utc::now();
     let id = BackupId::new(started_at, rand::random::<u32>());
-    let (space, leftovers) = RunSpace::open(&p.snapshot.spool_dir, &p.name, &id)?;
+    let (space, leftovers) = RunSpace::claim(lp, &id)?;
     let size = std::fs::metadata(file)
         .map_err(|e| Error::new(Kind::Io, format!("cannot read {}: {e}", file.display())))?
         .len();

@@ -116,7 +116,7 @@ pub async fn check(lp: &LoadedPolicy, identities: &Identities, opts: &CheckOptio
     let mut drill_result = None;
     // One workspace for every copy and the drill; claiming it sweeps dead runs' leftovers.
     let run = BackupId::new(chrono::Utc::now(), rand::random::<u32>());
-    let space = RunSpace::open(&lp.policy.snapshot.spool_dir, &lp.policy.name, &run);
+    let space = RunSpace::claim(lp, &run);
     let (spool_ready, leftovers) = match space {
         Ok((space, leftovers)) => (Ok(space), leftovers),
         Err(e) => (Err(e), Vec::new()),

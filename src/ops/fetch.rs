@@ -197,8 +197,7 @@ pub async fn fetch(lp: &LoadedPolicy, id: &str, identity_files: &[PathBuf]) -> R
     let identities: Identities = Arc::new(load_identities(identity_files)?);
     require_identities(&manifest, &identities)?;
     let run = BackupId::new(chrono::Utc::now(), rand::random::<u32>());
-    let (space, _) =
-        super::spool::RunSpace::open(&lp.policy.snapshot.spool_dir, &lp.policy.name, &run)?;
+    let (space, _) = super::spool::RunSpace::claim(lp, &run)?;
     let path = space.path("fetch.part");
     let mut fetched = fetch_to(manifest, dest, &identities, path).await?;
     fetched.space = Some(space);

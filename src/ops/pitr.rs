@@ -234,7 +234,7 @@ pub async fn restore(
     let (etcd, version_line) = replay_etcd(etcd_bin, &full.member.etcd_version)?;
     let tool = RestoreTool::find()?;
     let run = BackupId::new(Utc::now(), rand::random::<u32>());
-    let (space, _) = RunSpace::open(&lp.policy.snapshot.spool_dir, &lp.policy.name, &run)?;
+    let (space, _) = RunSpace::claim(lp, &run)?;
 
     // 1. The full backup, fetched and proved against its manifest.
     let dest = lp
@@ -759,7 +759,7 @@ pub async fn check_log(
     problems.extend(log.problems.iter().cloned());
     let run = BackupId::new(Utc::now(), rand::random::<u32>());
     let space = if read_data {
-        Some(RunSpace::open(&lp.policy.snapshot.spool_dir, &lp.policy.name, &run)?.0)
+        Some(RunSpace::claim(lp, &run)?.0)
     } else {
         None
     };

@@ -608,7 +608,7 @@ async fn session(
 ) -> Result<()> {
     let p = &lp.policy;
     let run_id = BackupId::new(Utc::now(), rand::random::<u32>());
-    let (space, _) = RunSpace::open(&p.snapshot.spool_dir, &p.name, &run_id)?;
+    let (space, _) = RunSpace::claim(lp, &run_id)?;
     let (tx, rx) = mpsc::unbounded_channel::<Sealed>();
     let committer_stop = CancellationToken::new();
     let committer = tokio::spawn(committer(

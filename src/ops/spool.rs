@@ -14,6 +14,7 @@
 //! directory itself, so a sweep never sees a workspace between its lock file's creation and its
 //! lock. Only the policy's own files are ever looked at; a shared spool directory is safe.
 
+use super::LoadedPolicy;
 use crate::error::{Error, Kind, Result};
 use crate::model::BackupId;
 use std::fs::{File, TryLockError};
@@ -88,9 +89,27 @@ impl RunSpace {
     /// Claim the workspace of run `run` of `policy` in `dir` (created 0700 if missing), after
     /// removing the leftovers of the policy's runs that are gone.
     pub fn open(dir: &Path, policy: &str, run: &BackupId) -> Result<(Self, Vec<Leftover>)> {
+        Self::open_sweeping(dir, policy, run).map(|(s, l, _)| (s, l))
+    }
+
+    /// [`RunSpace::open`] for a run of `lp`, which also removes what the policy's dead runs
+    /// left at its local destinations (see [`staged_uploads`]).
+    pub fn claim(lp: &LoadedPolicy, run: &BackupId) -> Result<(Self, Vec<Leftover>)> {
+        let (space, mut leftovers, dead) =
+            Self::open_sweeping(&lp.policy.snapshot.spool_dir, &lp.policy.name, run)?;
+        leftovers.extend(staged_uploads(lp, &dead));
+        Ok((space, leftovers))
+    }
+
+    /// [`RunSpace::open`], also returning the ids of the dead runs whose leftovers went.
+    fn open_sweeping(
+        dir: &Path,
+        policy: &str,
+        run: &BackupId,
+    ) -> Result<(Self, Vec<Leftover>, Vec<String>)> {
         super::ensure_private_dir(dir)?;
         let held = lock_dir(dir)?;
-        let leftovers = sweep(dir, policy);
+        let (leftovers, dead) = sweep(dir, policy);
         let stem = format!("{policy}-{run}");
         let lock_path = dir.join(format!("{stem}.lock"));
         let lock = super::create_private_file(&lock_path)
@@ -107,6 +126,7 @@ impl RunSpace {
                 _lock: lock,
             },
             leftovers,
+            dead,
         ))
     }
 
@@ -136,20 +156,52 @@ impl Drop for RunSpace {
 
 /// Remove the leftovers of `policy`'s runs that are gone from `dir`; nothing when `dir` does
 /// not exist. For the daemon's start; every run does the same when it claims its workspace.
-pub fn remove_leftovers(dir: &Path, policy: &str) -> Result<Vec<Leftover>> {
+pub fn remove_leftovers(lp: &LoadedPolicy) -> Result<Vec<Leftover>> {
+    let (mut removed, dead) = remove_leftovers_in(&lp.policy.snapshot.spool_dir, &lp.policy.name)?;
+    removed.extend(staged_uploads(lp, &dead));
+    Ok(removed)
+}
+
+/// The spool part of [`remove_leftovers`]: what went, and the dead runs it belonged to.
+fn remove_leftovers_in(dir: &Path, policy: &str) -> Result<(Vec<Leftover>, Vec<String>)> {
     if !dir.is_dir() {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), Vec::new()));
     }
     let _held = lock_dir(dir)?;
     Ok(sweep(dir, policy))
 }
 
+/// The partial uploads of dead runs at the policy's local destinations: object_store writes a
+/// local object to `KEY#N` and renames it when complete, so a run killed mid-upload leaves
+/// that file (invisible to listings, as large as what was uploaded). A run's objects are named
+/// after its id, and run ids are unique across hosts, so only files of runs known dead here
+/// are removed, never those of a run alive on another host sharing the directory.
+fn staged_uploads(lp: &LoadedPolicy, dead: &[String]) -> Vec<Leftover> {
+    let mut removed = Vec::new();
+    if dead.is_empty() {
+        return removed;
+    }
+    for d in &lp.destinations {
+        for (path, bytes) in
+            d.remove_staged_uploads(&crate::model::policy_prefix(&lp.policy.name), dead)
+        {
+            warn!(path = %path.display(), bytes, destination = %d.name, "Removed the partial upload of a run that is gone");
+            removed.push(Leftover {
+                path,
+                bytes,
+                what: "partial upload at a local destination",
+            });
+        }
+    }
+    removed
+}
+
 /// With the directory lock held: remove every workspace of `policy` whose lock can be taken,
 /// and every file of `policy` whose run has no lock file at all (a run of a lifeboat before
 /// workspaces, or one killed while removing its own files).
-fn sweep(dir: &Path, policy: &str) -> Vec<Leftover> {
+fn sweep(dir: &Path, policy: &str) -> (Vec<Leftover>, Vec<String>) {
     let Ok(rd) = std::fs::read_dir(dir) else {
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     };
     let mut runs: std::collections::BTreeMap<String, Vec<(PathBuf, String)>> = Default::default();
     for e in rd.flatten() {
@@ -162,6 +214,7 @@ fn sweep(dir: &Path, policy: &str) -> Vec<Leftover> {
         }
     }
     let mut removed = Vec::new();
+    let mut dead = Vec::new();
     for (run, entries) in runs {
         let lock_path = dir.join(format!("{policy}-{run}.lock"));
         // Keep the lock taken while the run's files go, so the run cannot be mistaken for
@@ -199,8 +252,9 @@ fn sweep(dir: &Path, policy: &str) -> Vec<Leftover> {
             }
         }
         let _ = std::fs::remove_file(&lock_path);
+        dead.push(run);
     }
-    removed
+    (removed, dead)
 }
 
 /// Remove a file or directory tree; false (and a warning) if it stays.
@@ -342,10 +396,11 @@ mod tests {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(left, vec![format!("{other}.db.part")]);
-        assert!(remove_leftovers(&spool, "prod").unwrap().is_empty());
+        assert!(remove_leftovers_in(&spool, "prod").unwrap().0.is_empty());
         assert!(
-            remove_leftovers(&dir.path().join("missing"), "prod")
+            remove_leftovers_in(&dir.path().join("missing"), "prod")
                 .unwrap()
+                .0
                 .is_empty()
         );
     }

@@ -45,6 +45,8 @@ pub struct Destination {
     /// `required: false` destinations may fail without failing the backup.
     pub required: bool,
     part_size: usize,
+    /// A local destination's directory (with the prefix): where its partial uploads are.
+    local_dir: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Destination {
@@ -120,7 +122,46 @@ impl Destination {
             prefix: spec.prefix.clone(),
             required: spec.required,
             part_size: spec.part_size as usize,
+            local_dir: match &spec.kind {
+                DestinationKind::Local { path } => Some(path.join(&spec.prefix)),
+                _ => None,
+            },
         })
+    }
+
+    /// Remove the partial uploads (`KEY#N`, object_store's staging files for a local object)
+    /// under `key_prefix` of the runs `runs`, whose objects are named `<run>.…`; the files
+    /// removed and their sizes. Nothing for an object store: it keeps incomplete multipart
+    /// uploads out of sight itself, and its lifecycle rules remove them.
+    pub fn remove_staged_uploads(
+        &self,
+        key_prefix: &str,
+        runs: &[String],
+    ) -> Vec<(std::path::PathBuf, u64)> {
+        let Some(dir) = &self.local_dir else {
+            return Vec::new();
+        };
+        let Ok(rd) = std::fs::read_dir(dir.join(key_prefix)) else {
+            return Vec::new();
+        };
+        let mut removed = Vec::new();
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let staged = name
+                .rsplit_once('#')
+                .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+            let ours = runs.iter().any(|r| {
+                name.strip_prefix(r.as_str())
+                    .is_some_and(|rest| rest.starts_with('.'))
+            });
+            if staged && ours {
+                let bytes = e.metadata().map_or(0, |m| m.len());
+                if std::fs::remove_file(e.path()).is_ok() {
+                    removed.push((e.path(), bytes));
+                }
+            }
+        }
+        removed
     }
 
     fn path(&self, key: &str) -> Path {
