@@ -721,6 +721,13 @@ async fn put_many(c: &mut Client, prefix: &str, n: usize) -> i64 {
     head(c).await
 }
 
+/// SIGTERM a streamer; it commits what it holds and exits 0.
+fn stop_streamer(s: Running) {
+    s.signal("TERM");
+    let (code, _, logs) = s.finish();
+    assert_eq!(code, Some(0), "{logs}");
+}
+
 /// A cluster restored in place from an older backup keeps its cluster id, and once it has
 /// written past the log's head, revision numbers alone cannot tell the two histories apart.
 /// Whether the streamer runs through the restore (frozen with SIGSTOP while the restored
@@ -782,16 +789,12 @@ async fn a_cluster_restored_in_place_from_an_older_backup_starts_a_new_timeline(
     let truth_w = state_at(&mut c, w).await;
 
     // 2. Started after a restore that has not yet caught up: the revision is behind the log.
-    s.signal("TERM");
-    let (code, _, logs) = s.finish();
-    assert_eq!(code, Some(0), "{logs}");
+    stop_streamer(s);
     let older2 = snapshot("older2.db");
     let v = put_many(&mut c, "lost2", 10).await;
     let s = Running::start(&args);
     wait_committed_in(dir.path(), &t2, v);
-    s.signal("TERM");
-    let (code, _, logs) = s.finish();
-    assert_eq!(code, Some(0), "{logs}");
+    stop_streamer(s);
     // (The writer lock's own put and delete come after v.)
     let t2_head = committed_in(dir.path(), &t2);
     cluster.stop(0);
@@ -807,9 +810,7 @@ async fn a_cluster_restored_in_place_from_an_older_backup_starts_a_new_timeline(
     let older3 = snapshot("older3.db");
     let u = put_many(&mut c, "lost3", 10).await;
     wait_committed_in(dir.path(), &t3, u);
-    s.signal("TERM");
-    let (code, _, logs) = s.finish();
-    assert_eq!(code, Some(0), "{logs}");
+    stop_streamer(s);
     let t3_head = committed_in(dir.path(), &t3);
     cluster.stop(0);
     cluster.restore_in_place(&older3);
@@ -821,9 +822,7 @@ async fn a_cluster_restored_in_place_from_an_older_backup_starts_a_new_timeline(
     assert_eq!(committed_in(dir.path(), &t3), t3_head);
 
     // 4. Another cluster at the same endpoints (rebuilt from a backup with a new token).
-    s.signal("TERM");
-    let (code, _, logs) = s.finish();
-    assert_eq!(code, Some(0), "{logs}");
+    stop_streamer(s);
     cluster.stop(0);
     cluster.restore_in_place_as(&older3, Some("another-cluster"));
     let mut c = Client::connect(ep.clone(), None).await.unwrap();
