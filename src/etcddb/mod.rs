@@ -373,10 +373,9 @@ pub struct LiveDigests {
     held: u64,
     /// Puts seen (in the partition), whether held or not: an upper bound on live keys.
     puts: u64,
-    /// `puts` when the budget was exceeded.
-    held_puts: u64,
-    /// The budget was exceeded: `keys` was dropped and nothing more is kept.
-    overflowed: bool,
+    /// Once the budget was exceeded (`keys` dropped, nothing more kept): `held` and `puts`
+    /// then, which give the average size of an entry.
+    overflow: Option<(u64, u64)>,
 }
 
 /// One of `count` disjoint parts of the keyspace, by a hash of the key; keys under a pinned
@@ -418,8 +417,7 @@ impl LiveDigests {
             budget: None,
             held: 0,
             puts: 0,
-            held_puts: 0,
-            overflowed: false,
+            overflow: None,
         }
     }
 
@@ -438,21 +436,10 @@ impl LiveDigests {
     /// When the budget was exceeded: into how many partitions the keys should be split so that
     /// each fits (estimated from the puts seen and the size of the entries held until then).
     pub fn overflowed(&self) -> Option<u64> {
-        let budget = self.budget?;
-        self.overflowed.then(|| {
-            let per_put = self.held_at_overflow_per_put();
-            (self.puts.saturating_mul(per_put))
-                .div_ceil(budget.max(1))
-                .max(2)
-        })
-    }
-
-    fn held_at_overflow_per_put(&self) -> u64 {
-        // `held` is frozen at the overflow and `puts` kept counting; the entries held then give
-        // the average size.
-        self.held
-            .div_ceil(self.held_puts.max(1))
-            .max(ENTRY_OVERHEAD)
+        let (held, puts) = self.overflow?;
+        let per_put = held.div_ceil(puts.max(1)).max(ENTRY_OVERHEAD);
+        let budget = self.budget.unwrap_or(1).max(1);
+        Some(self.puts.saturating_mul(per_put).div_ceil(budget).max(2))
     }
 
     /// The keys, sorted.
@@ -472,7 +459,7 @@ impl Visitor for LiveDigests {
         if !rev.tombstone {
             self.puts += 1;
         }
-        if self.overflowed {
+        if self.overflow.is_some() {
             return;
         }
         let size = |k: &[u8], d: &LiveDigest| (k.len() + d.head.len()) as u64 + ENTRY_OVERHEAD;
@@ -493,8 +480,7 @@ impl Visitor for LiveDigests {
             self.held -= size(kv.key, &old);
         }
         if self.budget.is_some_and(|b| self.held > b) {
-            self.overflowed = true;
-            self.held_puts = self.puts;
+            self.overflow = Some((self.held, self.puts));
             self.keys = BTreeMap::new();
         }
     }

@@ -651,22 +651,6 @@ pub fn diff_files(
     budget: u64,
     options: impl FnOnce(&Catalog, Option<&str>) -> Result<DiffOptions>,
 ) -> Result<(DiffReport, Vec<String>)> {
-    let first = |s: &Source| scan_with(&s.path, s.hashing, prefix, |v| v.budget(budget));
-    let (sa, sb) = (first(a)?, first(b)?);
-    let parts = match (&sa, &sb) {
-        (Ok(sa), Ok(sb)) => {
-            let (cat, warnings) = catalog(&[sa, sb], keyring, prefix)?;
-            let p = prefix.or(sa.prefix).or(sb.prefix);
-            let opts = options(&cat, p)?;
-            return Ok((diff(sa, sb, &cat, keyring, p, &opts)?, warnings));
-        }
-        // A quarter more than the estimate: partitions are only as even as the hash.
-        (x, y) => {
-            let n = |r: &std::result::Result<Scan, u64>| r.as_ref().err().copied().unwrap_or(1);
-            n(x).max(n(y)).saturating_mul(5).div_ceil(4)
-        }
-    };
-    drop((sa, sb));
     let pinned: Vec<Vec<u8>> = match prefix {
         Some(p) => vec![p.to_string()],
         None => keys::KNOWN_PREFIXES.iter().map(|p| p.to_string()).collect(),
@@ -674,10 +658,10 @@ pub fn diff_files(
     .into_iter()
     .map(|p| format!("{p}/apiextensions.k8s.io/customresourcedefinitions/").into_bytes())
     .collect();
-    let part = |s: &Source, index: u64| {
+    let part = |s: &Source, index: u64, count: u64| {
         let p = Partition {
             index,
-            count: parts,
+            count,
             pinned: pinned.clone(),
         };
         // The first read checked the file (trailer, structure); this one only collects.
@@ -686,19 +670,31 @@ pub fn diff_files(
                 .expect("no budget, so no overflow"),
         )
     };
-    let (a0, b0) = (part(a, 0)?, part(b, 0)?);
+    let first = |s: &Source| scan_with(&s.path, s.hashing, prefix, |v| v.budget(budget));
+    // Both key lists fit: one partition, already read. Otherwise partition 0 of as many as the
+    // larger side needs, plus a quarter: partitions are only as even as the hash.
+    let (a0, b0, parts) = match (first(a)?, first(b)?) {
+        (Ok(sa), Ok(sb)) => (sa, sb, 1),
+        (x, y) => {
+            let n = |r: std::result::Result<Scan, u64>| r.err().unwrap_or(1);
+            let parts = n(x).max(n(y)).saturating_mul(5).div_ceil(4);
+            (part(a, 0, parts)?, part(b, 0, parts)?, parts)
+        }
+    };
     let (cat, warnings) = catalog(&[&a0, &b0], keyring, prefix)?;
     let p = prefix.or(a0.prefix).or(b0.prefix);
     let opts = options(&cat, p)?;
     let mut report = diff(&a0, &b0, &cat, keyring, p, &opts)?;
     drop((a0, b0));
     for i in 1..parts {
-        let (ai, bi) = (part(a, i)?, part(b, i)?);
+        let (ai, bi) = (part(a, i, parts)?, part(b, i, parts)?);
         let r = diff(&ai, &bi, &cat, keyring, p, &opts)?;
         report.entries.extend(r.entries);
         report.noise_hidden += r.noise_hidden;
     }
-    sort_entries(&mut report.entries);
+    if parts > 1 {
+        sort_entries(&mut report.entries);
+    }
     report.partitions = parts;
     Ok((report, warnings))
 }

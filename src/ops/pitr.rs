@@ -897,17 +897,17 @@ async fn read_segment(
         let bad = |m: String| Error::new(Kind::Verify, m);
         let mut r = codec::Reader::new(std::io::BufReader::new(f)).map_err(|e| bad(e.0))?;
         let (mut n, mut ev, mut lo, mut hi) = (0u64, 0u64, None, None);
-        let mut last_digest = None;
+        let mut last_events = Vec::new();
         while let Some(rev) = r.next_revision().map_err(|e| bad(e.0))? {
             n += 1;
             ev += rev.events.len() as u64;
             lo.get_or_insert(rev.revision);
             hi = Some(rev.revision);
-            last_digest = Some(codec::revision_digest(&rev.events));
+            last_events = rev.events;
         }
         // The fingerprint a resuming streamer trusts must be the data's.
         if let Some(want) = fingerprint
-            && last_digest.map(hex::encode) != Some(want)
+            && hex::encode(codec::revision_digest(&last_events)) != want
         {
             return Err(bad(
                 "its last revision's events do not match the fingerprint its manifest records"

@@ -483,13 +483,9 @@ enum Ended {
     Reconnect(String),
     /// A revision beyond the next one arrived.
     Gap { expected: i64, got: i64 },
-    /// The resume point is compacted away.
-    Compacted(i64),
-    /// Another cluster answers.
-    ClusterChanged(u64),
-    /// The cluster no longer holds the history the log holds: restored from an older backup
-    /// (its revision is behind the log's, or the log's last revision reads differently).
-    Diverged(TimelineReason, String),
+    /// Continuity is lost for `reason` (the resume point compacted away, another cluster, a
+    /// cluster restored from an older backup): a new timeline must begin. Says why in words.
+    Lost(TimelineReason, String),
 }
 
 /// A sealed segment waiting to be committed.
@@ -734,7 +730,7 @@ async fn stream(
             tx,
         )
         .await?;
-        match ended {
+        let (reason, why) = match ended {
             Ended::Stopped => {
                 seal_current(&mut state, &member, tx)?;
                 return Ok(());
@@ -744,65 +740,33 @@ async fn stream(
                 warn!(policy = %p.name, member = %member.endpoint, next = state.next, reason = %why, "Watch ended; resuming on a healthy member");
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 (client, member) = reconnect(lp, &member.endpoint, stop).await?;
+                continue;
+            }
+            Ended::Gap { expected, got } if state.gap_at != Some(expected) => {
+                status.reconnects.fetch_add(1, Ordering::Relaxed);
+                warn!(policy = %p.name, expected, got, "Revision missing from the watch; resuming once more at it");
+                state.gap_at = Some(expected);
+                (client, member) = reconnect(lp, &member.endpoint, stop).await?;
+                continue;
             }
             Ended::Gap { expected, got } => {
                 status.reconnects.fetch_add(1, Ordering::Relaxed);
-                if state.gap_at == Some(expected) {
-                    warn!(policy = %p.name, expected, got, "Revisions are missing from the watch again; starting a new timeline");
-                    seal_current(&mut state, &member, tx)?;
-                    let old = state.timeline.clone();
-                    state = new_timeline(
-                        lp,
-                        &mut client,
-                        TimelineReason::Gap,
-                        Some(&old),
-                        status,
-                        anchor_stop,
-                    )
-                    .await?;
-                } else {
-                    warn!(policy = %p.name, expected, got, "Revision missing from the watch; resuming once more at it");
-                    state.gap_at = Some(expected);
-                    (client, member) = reconnect(lp, &member.endpoint, stop).await?;
-                }
+                let why = format!(
+                    "revision {expected} is missing from the watch again (it went on at {got})"
+                );
+                (TimelineReason::Gap, why)
             }
-            Ended::Compacted(at) => {
-                warn!(policy = %p.name, resume = state.next, compacted = at, "History was compacted past the resume point; starting a new timeline and a full backup");
-                seal_current(&mut state, &member, tx)?;
-                let old = state.timeline.clone();
-                state = new_timeline(
-                    lp,
-                    &mut client,
-                    TimelineReason::Compacted,
-                    Some(&old),
-                    status,
-                    anchor_stop,
-                )
-                .await?;
-            }
-            Ended::Diverged(reason, why) => {
-                warn!(policy = %p.name, resume = state.next, reason = %why, "The cluster no longer holds the history the log ends with (was it restored from an older backup?); starting a new timeline and a full backup");
-                seal_current(&mut state, &member, tx)?;
-                let old = state.timeline.clone();
-                state =
-                    new_timeline(lp, &mut client, reason, Some(&old), status, anchor_stop).await?;
-            }
-            Ended::ClusterChanged(id) => {
-                warn!(policy = %p.name, cluster = %format!("{id:x}"), "Another cluster answers; starting a new timeline");
-                seal_current(&mut state, &member, tx)?;
-                let old = state.timeline.clone();
-                (client, member) = connect_member(lp, None, true).await?;
-                state = new_timeline(
-                    lp,
-                    &mut client,
-                    TimelineReason::ClusterChanged,
-                    Some(&old),
-                    status,
-                    anchor_stop,
-                )
-                .await?;
-            }
+            Ended::Lost(reason, why) => (reason, why),
+        };
+        // Whatever broke continuity, the open segment (all of the old history) is committed and
+        // a new timeline begins, with its own full backup.
+        warn!(policy = %p.name, resume = state.next, reason = ?reason, why = %why, "Continuity of the revision log is lost; starting a new timeline and a full backup");
+        seal_current(&mut state, &member, tx)?;
+        if reason == TimelineReason::ClusterChanged {
+            (client, member) = connect_member(lp, None, true).await?;
         }
+        let old = state.timeline.clone();
+        state = new_timeline(lp, &mut client, reason, Some(&old), status, anchor_stop).await?;
     }
 }
 
@@ -968,7 +932,7 @@ async fn watch(
         Err(e) => return Ok(Ended::Reconnect(e.chain())),
     };
     if head < state.next - 1 {
-        return Ok(Ended::Diverged(
+        return Ok(Ended::Lost(
             TimelineReason::RevisionBackwards,
             format!(
                 "the cluster's revision is {head}, behind the log's last revision {}",
@@ -1039,7 +1003,13 @@ async fn watch(
         if let Some(h) = resp.header() {
             if h.cluster_id() != 0 && h.cluster_id() != cluster {
                 rollback(state, &mut in_rev)?;
-                return Ok(Ended::ClusterChanged(h.cluster_id()));
+                return Ok(Ended::Lost(
+                    TimelineReason::ClusterChanged,
+                    format!(
+                        "cluster {:x} answers instead of {cluster:x}",
+                        h.cluster_id()
+                    ),
+                ));
             }
             status
                 .cluster_revision
@@ -1047,7 +1017,14 @@ async fn watch(
         }
         if resp.compact_revision() > 0 {
             rollback(state, &mut in_rev)?;
-            return Ok(Ended::Compacted(resp.compact_revision()));
+            return Ok(Ended::Lost(
+                TimelineReason::Compacted,
+                format!(
+                    "history was compacted at {}, past the resume point {}",
+                    resp.compact_revision(),
+                    state.next
+                ),
+            ));
         }
         if resp.canceled() {
             rollback(state, &mut in_rev)?;
@@ -1078,7 +1055,7 @@ async fn watch(
             if settled {
                 let (l, want, got, seen) = verify.take().expect("verifying");
                 if !seen || got.finish() != want {
-                    return Ok(Ended::Diverged(
+                    return Ok(Ended::Lost(
                         TimelineReason::Diverged,
                         format!("revision {l} reads differently from what the log recorded for it"),
                     ));

@@ -86,23 +86,19 @@ fn describe(rest: &str) -> &'static str {
 }
 
 impl RunSpace {
-    /// Claim the workspace of run `run` of `policy` in `dir` (created 0700 if missing), after
-    /// removing the leftovers of the policy's runs that are gone.
-    pub fn open(dir: &Path, policy: &str, run: &BackupId) -> Result<(Self, Vec<Leftover>)> {
-        Self::open_sweeping(dir, policy, run).map(|(s, l, _)| (s, l))
-    }
-
-    /// [`RunSpace::open`] for a run of `lp`, which also removes what the policy's dead runs
-    /// left at its local destinations (see [`staged_uploads`]).
+    /// Claim the workspace of run `run` of `lp` in its spool directory (created 0700 if
+    /// missing), after removing the leftovers of the policy's runs that are gone: in the spool,
+    /// and their partial uploads at its local destinations (see [`staged_uploads`]).
     pub fn claim(lp: &LoadedPolicy, run: &BackupId) -> Result<(Self, Vec<Leftover>)> {
         let (space, mut leftovers, dead) =
-            Self::open_sweeping(&lp.policy.snapshot.spool_dir, &lp.policy.name, run)?;
+            Self::open(&lp.policy.snapshot.spool_dir, &lp.policy.name, run)?;
         leftovers.extend(staged_uploads(lp, &dead));
         Ok((space, leftovers))
     }
 
-    /// [`RunSpace::open`], also returning the ids of the dead runs whose leftovers went.
-    fn open_sweeping(
+    /// The spool part of [`RunSpace::claim`] for `policy` in `dir`; also the ids of the dead
+    /// runs whose leftovers went.
+    fn open(
         dir: &Path,
         policy: &str,
         run: &BackupId,
@@ -346,7 +342,8 @@ mod tests {
     fn a_live_workspace_is_kept_and_a_dead_one_swept() {
         let dir = tempfile::tempdir().unwrap();
         let spool = dir.path().join("spool");
-        let (live, swept) = RunSpace::open(&spool, "prod", &id("20261121T020000Z-000001")).unwrap();
+        let (live, swept, _) =
+            RunSpace::open(&spool, "prod", &id("20261121T020000Z-000001")).unwrap();
         assert!(swept.is_empty());
         std::fs::write(live.path("db.part"), vec![1u8; 10]).unwrap();
         // A dead run: its lock file exists but nobody holds it; a drill dir and a fetch.
@@ -364,8 +361,16 @@ mod tests {
 
         // A second run of the same policy sweeps; the first is alive (its lock is held here,
         // by another open file description, exactly as another process would).
-        let (second, mut swept) =
+        let (second, mut swept, dead_runs) =
             RunSpace::open(&spool, "prod", &id("20261121T020001Z-000005")).unwrap();
+        // The dead runs are named, so their partial uploads can go too; the live one is not.
+        assert_eq!(
+            dead_runs,
+            vec![
+                old.trim_start_matches("prod-").to_owned(),
+                dead.trim_start_matches("prod-").to_owned()
+            ]
+        );
         swept.sort_by(|a, b| a.path.cmp(&b.path));
         let got: Vec<(String, u64)> = swept
             .iter()
