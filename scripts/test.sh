@@ -27,7 +27,7 @@ az_dir=$(mktemp -d /tmp/lifeboat-azurite.XXXXXX)
 "$AZURITE_BLOB" --blobHost 127.0.0.1 --blobPort "$az_port" --location "$az_dir" --silent \
   --skipApiVersionCheck --loose --disableTelemetry >"$log.azurite" 2>&1 &
 az_pid=$!
-trap 'kill $moto_pid $auth_pid $az_pid 2>/dev/null || true; wait $moto_pid $auth_pid $az_pid 2>/dev/null || true; rm -rf "$az_dir"' EXIT
+trap 'kill $moto_pid $auth_pid $az_pid 2>/dev/null || true; wait $moto_pid $auth_pid $az_pid 2>/dev/null || true; rm -rf "$az_dir" "$log" "$log.auth" "$log.azurite"' EXIT
 for _ in $(seq 1 100); do
   curl -fsS "http://127.0.0.1:$port/" >/dev/null 2>&1 && break
   sleep 0.1
