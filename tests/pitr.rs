@@ -848,3 +848,65 @@ async fn a_cluster_restored_in_place_from_an_older_backup_starts_a_new_timeline(
     let (code, v) = check_pitr(&policy, &key, true);
     assert_eq!(code, Some(0), "{v}");
 }
+
+/// A writer killed mid-upload (an OOM kill, a power loss) leaves object_store's staging file
+/// `KEY#N` at a local destination: invisible to listings, as large as what was uploaded. The
+/// next writer removes it before it uploads anything, and the log still has no hole.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_writer_killed_mid_upload_leaves_no_partial_segment() {
+    let cluster = EtcdCluster::start(1);
+    let mut c = Client::connect(cluster.endpoints(), None).await.unwrap();
+    c.put("seed", "1", None).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (id, rcpt) = age_key();
+    let key = write_identity(dir.path(), &id);
+    // zstd level 19 on one thread makes a segment of incompressible values take seconds.
+    let policy = pitr_policy(
+        dir.path(),
+        &cluster.endpoints(),
+        &rcpt,
+        "  compression: {level: 19, threads: 1}\n",
+    );
+    let args = ["revlog", "--policy", policy.to_str().unwrap()];
+    let a = Running::start(&args);
+    wait_anchor(dir.path());
+    load_random(&cluster, 10, 1 << 20).await;
+    let staged = || {
+        files_under(&dir.path().join("local"))
+            .into_iter()
+            .filter(|f| f.contains("/revlog/") && f.contains(".seg.") && f.contains('#'))
+            .collect::<Vec<_>>()
+    };
+    let t0 = Instant::now();
+    let partial = loop {
+        let s = staged();
+        let grown = s.iter().find(|f| {
+            std::fs::metadata(dir.path().join("local").join(f)).is_ok_and(|m| m.len() > 0)
+        });
+        if let Some(f) = grown {
+            break f.clone();
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "no segment upload under way: {:?}",
+            files_under(&dir.path().join("local"))
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    a.kill();
+    assert!(
+        dir.path().join("local").join(&partial).exists(),
+        "the killed writer's partial upload is there"
+    );
+
+    let e = head(&mut c).await;
+    let b = Running::start(&args);
+    wait_committed(dir.path(), e);
+    assert!(staged().is_empty(), "partial uploads left: {:?}", staged());
+    stop_streamer(b);
+    let (code, v) = check_pitr(&policy, &key, true);
+    assert_eq!(code, Some(0), "{v}");
+    let tls = v["pitr"]["timelines"].as_array().unwrap();
+    assert_eq!(tls.len(), 1, "{v}");
+    assert!(tls[0]["head"].as_i64().unwrap() >= e, "{v}");
+}

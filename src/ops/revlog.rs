@@ -605,6 +605,7 @@ async fn session(
     let p = &lp.policy;
     let run_id = BackupId::new(Utc::now(), rand::random::<u32>());
     let (space, _) = RunSpace::claim(lp, &run_id)?;
+    remove_staged_segments(lp);
     let (tx, rx) = mpsc::unbounded_channel::<Sealed>();
     let committer_stop = CancellationToken::new();
     let committer = tokio::spawn(committer(
@@ -631,6 +632,20 @@ async fn session(
     let _ = committer.await;
     drop(space);
     result
+}
+
+/// Remove the partial segment uploads a writer killed mid-upload left at the policy's local
+/// destinations (object_store's `KEY#N` staging files: invisible to listings, up to a
+/// segment's size each). Only a lock holder calls this, before it uploads anything, so every
+/// such file belongs to a writer that is gone or has lost the lock; the latter's upload then
+/// fails at its rename and the segment is written again by whoever resumes after it.
+fn remove_staged_segments(lp: &LoadedPolicy) {
+    let prefix = revlog_prefix(&lp.policy.name);
+    for d in &lp.destinations {
+        for (path, bytes) in d.remove_staged_uploads(&prefix, |o| o.contains(".seg.")) {
+            warn!(path = %path.display(), bytes, destination = %d.name, "Removed the partial segment upload of a writer that is gone");
+        }
+    }
 }
 
 /// What the stream knows between reconnects.

@@ -178,8 +178,15 @@ fn staged_uploads(lp: &LoadedPolicy, dead: &[String]) -> Vec<Leftover> {
         return removed;
     }
     for d in &lp.destinations {
+        let ours = |object: &str| {
+            dead.iter().any(|r| {
+                object
+                    .strip_prefix(r.as_str())
+                    .is_some_and(|rest| rest.starts_with('.'))
+            })
+        };
         for (path, bytes) in
-            d.remove_staged_uploads(&crate::model::policy_prefix(&lp.policy.name), dead)
+            d.remove_staged_uploads(&crate::model::policy_prefix(&lp.policy.name), ours)
         {
             warn!(path = %path.display(), bytes, destination = %d.name, "Removed the partial upload of a run that is gone");
             removed.push(Leftover {

@@ -130,36 +130,17 @@ impl Destination {
     }
 
     /// Remove the partial uploads (`KEY#N`, object_store's staging files for a local object)
-    /// under `key_prefix` of the runs `runs`, whose objects are named `<run>.…`; the files
-    /// removed and their sizes. Nothing for an object store: it keeps incomplete multipart
-    /// uploads out of sight itself, and its lifecycle rules remove them.
+    /// below `key_prefix` whose object name (the file name without `#N`) `owned` accepts; the
+    /// files removed and their sizes. Nothing for an object store: it keeps incomplete
+    /// multipart uploads out of sight itself, and its lifecycle rules remove them.
     pub fn remove_staged_uploads(
         &self,
         key_prefix: &str,
-        runs: &[String],
+        owned: impl Fn(&str) -> bool,
     ) -> Vec<(std::path::PathBuf, u64)> {
-        let Some(dir) = &self.local_dir else {
-            return Vec::new();
-        };
-        let Ok(rd) = std::fs::read_dir(dir.join(key_prefix)) else {
-            return Vec::new();
-        };
         let mut removed = Vec::new();
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let staged = name
-                .rsplit_once('#')
-                .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
-            let ours = runs.iter().any(|r| {
-                name.strip_prefix(r.as_str())
-                    .is_some_and(|rest| rest.starts_with('.'))
-            });
-            if staged && ours {
-                let bytes = e.metadata().map_or(0, |m| m.len());
-                if std::fs::remove_file(e.path()).is_ok() {
-                    removed.push((e.path(), bytes));
-                }
-            }
+        if let Some(dir) = &self.local_dir {
+            remove_staged_below(&dir.join(key_prefix), &owned, &mut removed);
         }
         removed
     }
@@ -321,4 +302,34 @@ fn client_options(
         }
     }
     client
+}
+
+/// The walk of [`Destination::remove_staged_uploads`] (directories are a local destination's
+/// key prefixes, a few levels deep; symbolic links are not followed).
+fn remove_staged_below(
+    dir: &std::path::Path,
+    owned: &impl Fn(&str) -> bool,
+    removed: &mut Vec<(std::path::PathBuf, u64)>,
+) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let Ok(ft) = e.file_type() else { continue };
+        if ft.is_dir() {
+            remove_staged_below(&e.path(), owned, removed);
+            continue;
+        }
+        let name = e.file_name().to_string_lossy().into_owned();
+        let object = name
+            .rsplit_once('#')
+            .filter(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            .map(|(object, _)| object);
+        if ft.is_file() && object.is_some_and(owned) {
+            let bytes = e.metadata().map_or(0, |m| m.len());
+            if std::fs::remove_file(e.path()).is_ok() {
+                removed.push((e.path(), bytes));
+            }
+        }
+    }
 }
