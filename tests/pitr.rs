@@ -60,6 +60,16 @@ fn pitr_policy(dir: &Path, endpoints: &[String], rcpt: &str, extra: &str) -> Pat
     p
 }
 
+/// A directory with an age identity and a policy that streams `endpoints`' revision log to
+/// `local/` in it: (the directory, the identity file, the policy file).
+fn pitr_setup(endpoints: &[String], extra: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let (id, rcpt) = age_key();
+    let key = write_identity(dir.path(), &id);
+    let policy = pitr_policy(dir.path(), endpoints, &rcpt, extra);
+    (dir, key, policy)
+}
+
 /// Segment manifests committed under `dir/local`, as (timeline, first, last).
 fn committed(dir: &Path) -> Vec<(String, i64, i64)> {
     let mut v: Vec<(String, i64, i64)> = files_under(&dir.join("local"))
@@ -252,10 +262,7 @@ async fn replay_is_exact(dist: EtcdDist) {
         .unwrap();
     c.put("before", "full", None).await.unwrap();
 
-    let dir = tempfile::tempdir().unwrap();
-    let (id, rcpt) = age_key();
-    let key = write_identity(dir.path(), &id);
-    let policy = pitr_policy(dir.path(), &cluster.endpoints(), &rcpt, "");
+    let (dir, key, policy) = pitr_setup(&cluster.endpoints(), "");
     let streamer = Running::start(&["revlog", "--policy", policy.to_str().unwrap()]);
     let s = wait_anchor(dir.path());
     let (delete, revoke) = workload(&mut c).await;
@@ -356,16 +363,8 @@ async fn failover_takeover_and_compaction_leave_no_silent_hole() {
     let mut cluster = EtcdCluster::start(3);
     let mut c = Client::connect(cluster.endpoints(), None).await.unwrap();
     c.put("seed", "1", None).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (id, rcpt) = age_key();
-    let key = write_identity(dir.path(), &id);
     // A 3 s writer lock, so a standby takes over quickly.
-    let policy = pitr_policy(
-        dir.path(),
-        &cluster.endpoints(),
-        &rcpt,
-        "  lock: {etcd: {ttl: 3s}}\n",
-    );
+    let (dir, key, policy) = pitr_setup(&cluster.endpoints(), "  lock: {etcd: {ttl: 3s}}\n");
     let args = ["revlog", "--policy", policy.to_str().unwrap()];
     let a = Running::start(&args);
     wait_anchor(dir.path());
@@ -480,10 +479,7 @@ async fn failover_takeover_and_compaction_leave_no_silent_hole() {
 async fn a_tampered_or_missing_segment_is_refused_and_nothing_is_staged() {
     let cluster = EtcdCluster::start(1);
     let mut c = Client::connect(cluster.endpoints(), None).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (id, rcpt) = age_key();
-    let key = write_identity(dir.path(), &id);
-    let policy = pitr_policy(dir.path(), &cluster.endpoints(), &rcpt, "");
+    let (dir, key, policy) = pitr_setup(&cluster.endpoints(), "");
     let streamer = Running::start(&["revlog", "--policy", policy.to_str().unwrap()]);
     wait_anchor(dir.path());
     // Three bursts, each sealed into its own segment, with a quiet moment after each.
@@ -740,10 +736,7 @@ async fn a_cluster_restored_in_place_from_an_older_backup_starts_a_new_timeline(
     let mut c = Client::connect(ep.clone(), None).await.unwrap();
     c.put("seed", "1", None).await.unwrap();
     let cluster_id = c.status().await.unwrap().header().unwrap().cluster_id();
-    let dir = tempfile::tempdir().unwrap();
-    let (id, rcpt) = age_key();
-    let key = write_identity(dir.path(), &id);
-    let policy = pitr_policy(dir.path(), &ep, &rcpt, "");
+    let (dir, key, policy) = pitr_setup(&ep, "");
     let args = ["revlog", "--policy", policy.to_str().unwrap()];
     let snapshot = |name: &str| {
         let f = dir.path().join(name);
@@ -857,14 +850,9 @@ async fn a_writer_killed_mid_upload_leaves_no_partial_segment() {
     let cluster = EtcdCluster::start(1);
     let mut c = Client::connect(cluster.endpoints(), None).await.unwrap();
     c.put("seed", "1", None).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let (id, rcpt) = age_key();
-    let key = write_identity(dir.path(), &id);
     // zstd level 19 on one thread makes a segment of incompressible values take seconds.
-    let policy = pitr_policy(
-        dir.path(),
+    let (dir, key, policy) = pitr_setup(
         &cluster.endpoints(),
-        &rcpt,
         "  compression: {level: 19, threads: 1}\n",
     );
     let args = ["revlog", "--policy", policy.to_str().unwrap()];
