@@ -280,7 +280,9 @@ async fn one_shot_backups_write_a_metrics_textfile_even_when_they_fail() {
     let dir = tempfile::tempdir().unwrap();
     let bucket = bucket_name("textfile");
     create_bucket(&bucket);
-    let policy = policy_with(dir.path(), &cluster, &bucket, "");
+    let (id, rcpt) = age_key();
+    let identity = write_identity(dir.path(), &id);
+    let policy = write_s3_policy(dir.path(), "prod", &cluster.endpoints(), &bucket, &rcpt);
     let prom = dir.path().join("lifeboat-prod.prom");
     let prom_arg = prom.to_str().unwrap().to_owned();
     let read = || {
@@ -331,6 +333,62 @@ async fn one_shot_backups_write_a_metrics_textfile_even_when_they_fail() {
     assert_eq!(value(&failed, "lifeboat_failures_total"), Some(1.0));
     let after = value(&failed, "lifeboat_last_success_timestamp_seconds").unwrap();
     assert!((after - success).abs() < 1.0, "{after} vs {success}");
+    // Failing again, run after run, keeps counting: the counters continue from the file, so
+    // `increase()` in the rules sees each failure rather than a flat 1.
+    let o = lifeboat(&[
+        "backup",
+        "--policy",
+        dead.to_str().unwrap(),
+        "--metrics-textfile",
+        &prom_arg,
+    ]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    let twice = read();
+    assert_eq!(value(&twice, "lifeboat_failures_total"), Some(2.0));
+    assert_eq!(value(&twice, "lifeboat_runs_total"), Some(3.0));
+    let after = value(&twice, "lifeboat_last_success_timestamp_seconds").unwrap();
+    assert!((after - success).abs() < 1.0, "{after} vs {success}");
+
+    // `check` in timer mode: a pass, then two failures (an identity that cannot decrypt the
+    // backups). The failures add up and the time of the pass is kept.
+    let checks = dir.path().join("lifeboat-prod-check.prom");
+    let check = |identity: &Path| {
+        lifeboat(&[
+            "check",
+            "--policy",
+            policy.to_str().unwrap(),
+            "--identity",
+            identity.to_str().unwrap(),
+            "--metrics-textfile",
+            checks.to_str().unwrap(),
+        ])
+    };
+    let read_checks = || {
+        let text = std::fs::read_to_string(&checks).unwrap();
+        prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap()
+    };
+    let o = check(&identity);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let passed = value(
+        &read_checks(),
+        "lifeboat_last_check_success_timestamp_seconds",
+    )
+    .unwrap();
+    assert!(passed > 1.7e9);
+    let wrong = write_identity(dir.path(), &age_key().0);
+    for n in 1..=2 {
+        let o = check(&wrong);
+        assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
+        let s = read_checks();
+        assert_eq!(
+            value(&s, "lifeboat_check_failures_total"),
+            Some(f64::from(n))
+        );
+        assert_eq!(
+            value(&s, "lifeboat_last_check_success_timestamp_seconds"),
+            Some(passed)
+        );
+    }
     let leftovers: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .filter_map(|e| e.ok())

@@ -24,6 +24,11 @@ pub(super) async fn backup(a: BackupArgs<'_>) -> Result<(), Error> {
     } = a;
     let lp = ops::load_policy(policy)?;
     let metrics = crate::daemon::metrics::Metrics::new();
+    if let Some(path) = textfile
+        && let Err(e) = metrics.continue_from_textfile(path)
+    {
+        eprintln!("warning: {}", e.chain());
+    }
     let name = lp.policy.name.clone();
     // SIGTERM/SIGINT (a stopped systemd unit, Ctrl-C) abort the run cleanly before its commit,
     // and a retry waiting for its turn gives up. A backup from a file is short and local; it

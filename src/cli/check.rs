@@ -38,7 +38,7 @@ pub struct CheckArgs {
     json: bool,
     /// Write lifeboat_last_check_success_timestamp_seconds and lifeboat_check_failures_total
     /// to this file, atomically, for node_exporter's textfile collector (use a file of its own,
-    /// beside the backup's).
+    /// beside the backup's). The counter and the last pass continue from its previous contents.
     #[arg(long, value_name = "PATH")]
     metrics_textfile: Option<PathBuf>,
 }
@@ -235,6 +235,9 @@ pub async fn check(a: CheckArgs) -> Result<u8, Error> {
     };
     if let Some(path) = &a.metrics_textfile {
         let metrics = crate::daemon::metrics::Metrics::new();
+        if let Err(e) = metrics.continue_from_textfile(path) {
+            eprintln!("warning: {}", e.chain());
+        }
         metrics.check(&lp.policy.name, code == 0, chrono::Utc::now());
         if let Err(e) = metrics.write_textfile(path) {
             eprintln!("warning: {}", e.chain());

@@ -72,7 +72,8 @@ enum Command {
         #[arg(long)]
         json: bool,
         /// Write the run's metrics (Prometheus text format) to this file, atomically, for
-        /// node_exporter's textfile collector; written after failed runs too.
+        /// node_exporter's textfile collector; written after failed runs too. Counters continue
+        /// from the file's previous contents.
         #[arg(long, value_name = "PATH")]
         metrics_textfile: Option<PathBuf>,
         /// Do not retry a failed run (schedule.retry), for this run only.

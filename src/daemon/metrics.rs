@@ -4,6 +4,7 @@
 use crate::error::{Error, Kind};
 use crate::ops::BackupReport;
 use chrono::{DateTime, Utc};
+use prometheus::core::Collector;
 use prometheus::{Encoder, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -529,6 +530,66 @@ impl Metrics {
         String::from_utf8(buf).expect("metrics are UTF-8")
     }
 
+    /// Continue from the textfile a previous one-shot run wrote (`previous`, its text): its
+    /// counters are added to this run's, and its "last success" times are kept unless this run
+    /// sets newer ones. Without this every run would start its counters at 0, and a failure
+    /// repeated run after run would read as one that stopped (`increase()` of 1, 1, 1 is 0),
+    /// while a failed `check` would drop the time of the last one that passed. Gauges that
+    /// describe the present (etcd's health, destinations) are never carried. The number of
+    /// series carried.
+    pub fn continue_from(&self, previous: &str) -> usize {
+        let counters: [&IntCounterVec; 6] = [
+            &self.failures,
+            &self.runs,
+            &self.skipped,
+            &self.reload_errors,
+            &self.check_failures,
+            &self.etcd_leader_changes,
+        ];
+        let times: [&GaugeVec; 3] = [&self.last_success, &self.last_check, &self.last_prune];
+        let mut carried = 0;
+        for sample in previous.lines().filter_map(parse_sample) {
+            let value = sample.value;
+            if !value.is_finite() || value < 0.0 {
+                continue;
+            }
+            let labels: std::collections::HashMap<&str, &str> = sample
+                .labels
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            let named = |d: &&prometheus::core::Desc| d.fq_name == sample.name;
+            if let Some(c) = counters.iter().find(|c| c.desc().iter().any(named))
+                && let Ok(c) = c.get_metric_with(&labels)
+            {
+                c.inc_by(value as u64);
+                carried += 1;
+            } else if let Some(g) = times.iter().find(|g| g.desc().iter().any(named))
+                && let Ok(g) = g.get_metric_with(&labels)
+            {
+                g.set(g.get().max(value));
+                carried += 1;
+            }
+        }
+        carried
+    }
+
+    /// [`Metrics::continue_from`] the textfile at `path`, if there is one.
+    pub fn continue_from_textfile(&self, path: &Path) -> crate::Result<usize> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Ok(self.continue_from(&text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(Error::new(
+                Kind::Io,
+                format!(
+                    "cannot read the previous metrics textfile {}: {e}; its counters start \
+                     again from 0 (a counter reset to Prometheus)",
+                    path.display()
+                ),
+            )),
+        }
+    }
+
     /// Write the metrics to `path` atomically (temporary file, then rename), as node_exporter's
     /// textfile collector needs: it must never read a half-written file.
     pub fn write_textfile(&self, path: &Path) -> crate::Result<()> {
@@ -549,5 +610,167 @@ impl Metrics {
                 ),
             )
         })
+    }
+}
+
+/// One sample of the Prometheus text format.
+#[derive(Debug, PartialEq)]
+struct Sample<'a> {
+    name: &'a str,
+    labels: Vec<(String, String)>,
+    value: f64,
+}
+
+/// The sample on one line of the Prometheus text format; `None` for comments, blank lines and
+/// anything malformed. Pure.
+fn parse_sample(line: &str) -> Option<Sample<'_>> {
+    let line = line.trim();
+    if line.is_empty() || line.starts_with('#') {
+        return None;
+    }
+    let end = line
+        .find(|c: char| c == '{' || c.is_whitespace())
+        .unwrap_or(line.len());
+    let (name, mut rest) = line.split_at(end);
+    let mut labels = Vec::new();
+    if let Some(body) = rest.strip_prefix('{') {
+        let mut chars = body.char_indices().peekable();
+        loop {
+            while chars
+                .next_if(|(_, c)| *c == ',' || c.is_whitespace())
+                .is_some()
+            {}
+            let (at, c) = chars.next()?;
+            if c == '}' {
+                rest = &body[at + 1..];
+                break;
+            }
+            let mut key = String::from(c);
+            loop {
+                match chars.next()? {
+                    (_, '=') => break,
+                    (_, c) => key.push(c),
+                }
+            }
+            if chars.next()?.1 != '"' {
+                return None;
+            }
+            let mut value = String::new();
+            loop {
+                match chars.next()?.1 {
+                    '"' => break,
+                    '\\' => match chars.next()?.1 {
+                        'n' => value.push('\n'),
+                        c => value.push(c),
+                    },
+                    c => value.push(c),
+                }
+            }
+            labels.push((key.trim().to_owned(), value));
+        }
+    }
+    let value = rest.split_whitespace().next()?.parse().ok()?;
+    Some(Sample {
+        name,
+        labels,
+        value,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(text: &str, name: &str) -> Vec<(Vec<(String, String)>, f64)> {
+        text.lines()
+            .filter_map(parse_sample)
+            .filter(|s| s.name == name)
+            .map(|s| (s.labels, s.value))
+            .collect()
+    }
+
+    #[test]
+    fn samples_parse_with_escaped_label_values() {
+        assert_eq!(
+            parse_sample(r#"m{a="x\"y\\z\n",b="2"} 3.5"#),
+            Some(Sample {
+                name: "m",
+                labels: vec![("a".into(), "x\"y\\z\n".into()), ("b".into(), "2".into())],
+                value: 3.5
+            })
+        );
+        let plain = Some(Sample {
+            name: "m",
+            labels: vec![],
+            value: 7.0,
+        });
+        assert_eq!(parse_sample("m 7"), plain);
+        assert_eq!(parse_sample("m{} 7"), plain);
+        for bad in [
+            "# HELP m x",
+            "",
+            "m{a=\"x} 1",
+            "m{a=x} 1",
+            "m{a=\"x\"} one",
+            "m{a",
+        ] {
+            assert_eq!(parse_sample(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_textfile_run_continues_the_counters_and_last_successes_of_the_one_before() {
+        let at = DateTime::parse_from_rfc3339("2026-12-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let first = Metrics::new();
+        first.check("prod", true, at);
+        first.check("odd \"name\\", false, at);
+        first.destinations_seen("prod", &[("s3".into(), false)]);
+        let failed = crate::Error::new(Kind::Etcd, "no member");
+        first.failure("prod", &failed);
+        let text = first.render();
+
+        // Two more runs, each failing its check and its backup once.
+        let mut text = text;
+        for _ in 0..2 {
+            let next = Metrics::new();
+            assert!(next.continue_from(&text) >= 4);
+            next.check("prod", false, at + chrono::Duration::days(1));
+            next.failure("prod", &failed);
+            text = next.render();
+        }
+        let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter().map(|(a, b)| ((*a).into(), (*b).into())).collect()
+        };
+        assert_eq!(
+            sample(&text, "lifeboat_check_failures_total"),
+            vec![
+                (pairs(&[("policy", "odd \"name\\")]), 1.0),
+                (pairs(&[("policy", "prod")]), 2.0)
+            ]
+        );
+        assert_eq!(
+            sample(&text, "lifeboat_failures_total"),
+            vec![(pairs(&[("policy", "prod"), ("stage", "snapshot")]), 3.0)]
+        );
+        // The last check that passed is still known; the present-tense gauge is not carried.
+        assert_eq!(
+            sample(&text, "lifeboat_last_check_success_timestamp_seconds"),
+            vec![(pairs(&[("policy", "prod")]), ts(at))]
+        );
+        assert!(sample(&text, "lifeboat_destination_up").is_empty());
+        // A newer success wins over the carried one.
+        let next = Metrics::new();
+        next.continue_from(&text);
+        let later = at + chrono::Duration::days(2);
+        next.check("prod", true, later);
+        assert_eq!(
+            sample(
+                &next.render(),
+                "lifeboat_last_check_success_timestamp_seconds"
+            ),
+            vec![(pairs(&[("policy", "prod")]), ts(later))]
+        );
     }
 }
