@@ -285,8 +285,8 @@ async fn one_shot_backups_write_a_metrics_textfile_even_when_they_fail() {
     let policy = write_s3_policy(dir.path(), "prod", &cluster.endpoints(), &bucket, &rcpt);
     let prom = dir.path().join("lifeboat-prod.prom");
     let prom_arg = prom.to_str().unwrap().to_owned();
-    let read = || {
-        let text = std::fs::read_to_string(&prom).unwrap();
+    let read = |file: &Path| {
+        let text = std::fs::read_to_string(file).unwrap();
         prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
             .expect("textfile parses as Prometheus text format")
     };
@@ -307,7 +307,7 @@ async fn one_shot_backups_write_a_metrics_textfile_even_when_they_fail() {
         &prom_arg,
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let ok = read();
+    let ok = read(&prom);
     let success = value(&ok, "lifeboat_last_success_timestamp_seconds").unwrap();
     assert!(success > 1.7e9);
     assert!(value(&ok, "lifeboat_last_backup_stored_bytes").unwrap() > 0.0);
@@ -321,33 +321,29 @@ async fn one_shot_backups_write_a_metrics_textfile_even_when_they_fail() {
         &bucket,
         &age_key().1,
     );
-    let o = lifeboat(&[
-        "backup",
-        "--policy",
-        dead.to_str().unwrap(),
-        "--metrics-textfile",
-        &prom_arg,
-    ]);
-    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
-    let failed = read();
-    assert_eq!(value(&failed, "lifeboat_failures_total"), Some(1.0));
-    let after = value(&failed, "lifeboat_last_success_timestamp_seconds").unwrap();
-    assert!((after - success).abs() < 1.0, "{after} vs {success}");
-    // Failing again, run after run, keeps counting: the counters continue from the file, so
-    // `increase()` in the rules sees each failure rather than a flat 1.
-    let o = lifeboat(&[
-        "backup",
-        "--policy",
-        dead.to_str().unwrap(),
-        "--metrics-textfile",
-        &prom_arg,
-    ]);
-    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
-    let twice = read();
-    assert_eq!(value(&twice, "lifeboat_failures_total"), Some(2.0));
-    assert_eq!(value(&twice, "lifeboat_runs_total"), Some(3.0));
-    let after = value(&twice, "lifeboat_last_success_timestamp_seconds").unwrap();
-    assert!((after - success).abs() < 1.0, "{after} vs {success}");
+    // Twice: the counters continue from the file, so `increase()` in the rules sees each
+    // failure rather than a flat 1.
+    for n in 1..=2 {
+        let o = lifeboat(&[
+            "backup",
+            "--policy",
+            dead.to_str().unwrap(),
+            "--metrics-textfile",
+            &prom_arg,
+        ]);
+        assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+        let failed = read(&prom);
+        assert_eq!(
+            value(&failed, "lifeboat_failures_total"),
+            Some(f64::from(n))
+        );
+        assert_eq!(
+            value(&failed, "lifeboat_runs_total"),
+            Some(f64::from(n + 1))
+        );
+        let after = value(&failed, "lifeboat_last_success_timestamp_seconds").unwrap();
+        assert!((after - success).abs() < 1.0, "{after} vs {success}");
+    }
 
     // `check` in timer mode: a pass, then two failures (an identity that cannot decrypt the
     // backups). The failures add up and the time of the pass is kept.
@@ -363,14 +359,10 @@ async fn one_shot_backups_write_a_metrics_textfile_even_when_they_fail() {
             checks.to_str().unwrap(),
         ])
     };
-    let read_checks = || {
-        let text = std::fs::read_to_string(&checks).unwrap();
-        prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap()
-    };
     let o = check(&identity);
     assert!(o.status.success(), "{}", stderr(&o));
     let passed = value(
-        &read_checks(),
+        &read(&checks),
         "lifeboat_last_check_success_timestamp_seconds",
     )
     .unwrap();
@@ -379,7 +371,7 @@ async fn one_shot_backups_write_a_metrics_textfile_even_when_they_fail() {
     for n in 1..=2 {
         let o = check(&wrong);
         assert_eq!(o.status.code(), Some(5), "{}", stderr(&o));
-        let s = read_checks();
+        let s = read(&checks);
         assert_eq!(
             value(&s, "lifeboat_check_failures_total"),
             Some(f64::from(n))
