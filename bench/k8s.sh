@@ -65,6 +65,14 @@ rss_ls=$(rss "$LB" k8s ls "$SNAP" -A)
 rm -rf "$WORK/out"
 rss_get=$(/usr/bin/time -f %M "$LB" k8s get "$SNAP" all -A --out "$WORK/out" 2>&1 >/dev/null | tail -1)
 files=$(ls "$WORK/out" | wc -l)
+# One kind (the custom resources, a tenth of the objects): only their keys are held.
+t_kind=$(best sh -c "'$LB' k8s get '$SNAP' widgets.example.com -A -o json >/dev/null")
+rss_kind=$(rss "$LB" k8s get "$SNAP" widgets.example.com -A -o json)
+# LB_BASELINE=/path/to/another/lifeboat measures that build's `get` of the same kind too.
+if [ -n "${LB_BASELINE:-}" ]; then
+  t_kind_base=$(best sh -c "'$LB_BASELINE' k8s get '$SNAP' widgets.example.com -A -o json >/dev/null")
+  rss_kind_base=$(rss "$LB_BASELINE" k8s get "$SNAP" widgets.example.com -A -o json)
+fi
 # diff of the snapshot with itself: every key compared, nothing differs. With the default
 # --index-memory both key lists are held at once; with smaller ones the keyspace is compared in
 # partitions, one pass over both files each.
@@ -87,6 +95,10 @@ echo "| etcdctl snapshot status | $t_etcdctl | 1.00 | $((rss_etcdctl / 1024)) |"
 echo "| lifeboat inspect --keys --json | $t_keys | $(ratio "$t_keys" "$t_etcdctl") | |"
 echo "| lifeboat k8s ls -A | $t_ls | $(ratio "$t_ls" "$t_etcdctl") | $((rss_ls / 1024)) |"
 echo "| lifeboat k8s get all -A --out DIR ($files files) | $t_get | $(ratio "$t_get" "$t_etcdctl") | $((rss_get / 1024)) |"
+echo "| lifeboat k8s get SNAP widgets.example.com -A -o json | $t_kind | $(ratio "$t_kind" "$t_etcdctl") | $((rss_kind / 1024)) |"
+if [ -n "${LB_BASELINE:-}" ]; then
+  echo "| baseline ($LB_BASELINE) k8s get SNAP widgets.example.com -A -o json | $t_kind_base | $(ratio "$t_kind_base" "$t_etcdctl") | $((rss_kind_base / 1024)) |"
+fi
 echo "| lifeboat diff SNAP SNAP --keys | $t_diff | $(ratio "$t_diff" "$t_etcdctl") | $((rss_diff / 1024)) |"
 printf '%s' "$diff_rows" | while read -r m n t r; do
   echo "| lifeboat diff SNAP SNAP --keys --index-memory $m ($n partitions) | $t | $(ratio "$t" "$t_etcdctl") | $((r / 1024)) |"

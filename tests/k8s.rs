@@ -710,7 +710,13 @@ async fn objects_out_of_real_snapshots(dist: EtcdDist) {
     );
 
     // Custom resources through the CRD in the same backup; RESOURCE.GROUP always.
-    for kind in ["widgets", "Widget", "wd", "widgets.example.com"] {
+    for kind in [
+        "widgets",
+        "Widget",
+        "wd",
+        "widgets.example.com",
+        "widget.example.com",
+    ] {
         let w = run_json(&["k8s", "get", a, kind, "-n", "shop", "-o", "json"]);
         assert_eq!(
             w,
@@ -719,6 +725,39 @@ async fn objects_out_of_real_snapshots(dist: EtcdDist) {
             "{kind}"
         );
     }
+    // Memory follows the selection: a KIND the built-in resources name holds only their keys
+    // and the CRDs; one only a CRD names is read whole, and finds the same objects.
+    let src = lifeboat::ops::k8s::Source {
+        path: PathBuf::from(a),
+        hashing: lifeboat::ops::inspect::Hashing::Compute,
+    };
+    let keyring = lifeboat::k8s::encryption::Keyring::default();
+    let read = |kind: &str| lifeboat::ops::k8s::read_for_kind(&src, &keyring, None, Some(kind));
+    let whole = read("all").unwrap().scan.entries.len();
+    let cms = read("cm").unwrap();
+    assert!(cms.scan.entries.len() < whole);
+    assert!(cms.scan.entries.keys().all(|k| {
+        k.starts_with(b"/registry/configmaps/")
+            || k.starts_with(b"/registry/namespaces/")
+            || k.starts_with(b"/registry/apiextensions.k8s.io/customresourcedefinitions/")
+    }));
+    assert_eq!(read("wd").unwrap().scan.entries.len(), whole);
+    // The built-ins take `widget.example.com` for a resource "widget"; the CRD says the
+    // resource is "widgets", so the file is read again whole.
+    let singular = read("widget.example.com").unwrap();
+    assert_eq!(singular.scan.entries.len(), whole);
+    assert_eq!(
+        singular.resources.unwrap()[0].resource,
+        "widgets",
+        "resolved through the CRD"
+    );
+    for kind in ["widgets.example.com", "services"] {
+        let narrow = read(kind).unwrap();
+        assert!(narrow.scan.entries.len() < whole, "{kind}");
+        assert!(narrow.scan.entries.len() > 1, "{kind}");
+    }
+    assert!(read("nosuchkind").is_err());
+
     let list = run_json(&["k8s", "get", b, "widgets", "-n", "shop", "-o", "json"]);
     assert_eq!(list["kind"], "List");
     let names: Vec<_> = list["items"]

@@ -3,8 +3,7 @@
 
 use super::*;
 use crate::k8s::encryption::Keyring;
-use crate::k8s::keys::{Catalog, Resource};
-use crate::ops::k8s::{self as k8sops, Namespaces, Scan};
+use crate::ops::k8s::{self as k8sops, Namespaces};
 use std::collections::BTreeMap;
 
 /// Options shared by the k8s commands.
@@ -115,9 +114,9 @@ pub(super) enum Format {
     Json,
 }
 
-/// A snapshot file read for objects, and where it came from.
+/// A snapshot file read for the objects of one KIND (or all), and where it came from.
 struct Loaded {
-    scan: Scan,
+    read: k8sops::ForKind,
     label: String,
     _fetched: Option<ops::fetch::Fetched>,
 }
@@ -156,16 +155,28 @@ async fn open(file: Option<PathBuf>, stored: StoredArgs) -> Result<Opened, Error
 async fn load(
     file: Option<PathBuf>,
     stored: StoredArgs,
+    keyring: Keyring,
     prefix: Option<String>,
-) -> Result<Loaded, Error> {
+    kind: Option<String>,
+) -> Result<(Loaded, Keyring), Error> {
     let o = open(file, stored).await?;
-    let k8sops::Source { path, hashing } = o.source;
-    let scan = blocking(move || k8sops::scan(&path, hashing, prefix.as_deref())).await?;
-    Ok(Loaded {
-        scan,
-        label: o.label,
-        _fetched: o.fetched,
+    let src = o.source;
+    let (read, keyring) = blocking(move || {
+        let r = k8sops::read_for_kind(&src, &keyring, prefix.as_deref(), kind.as_deref())?;
+        Ok((r, keyring))
     })
+    .await?;
+    for w in &read.warnings {
+        tracing::warn!("{w}");
+    }
+    Ok((
+        Loaded {
+            read,
+            label: o.label,
+            _fetched: o.fetched,
+        },
+        keyring,
+    ))
 }
 
 async fn blocking<T: Send + 'static>(
@@ -174,21 +185,6 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| Error::new(Kind::Internal, format!("k8s task failed: {e}")))?
-}
-
-fn resolve(cat: &Catalog, kind: &str) -> Result<Vec<Resource>, Error> {
-    let r = cat.resolve(kind);
-    if r.is_empty() {
-        return Err(Error::new(
-            Kind::Usage,
-            format!(
-                "the backup has no resource type {kind:?}; use a kind as kubectl takes it (cm, \
-                 configmap, Deployment, deployments.apps) or RESOURCE.GROUP for custom resources \
-                 (see `lifeboat k8s ls`)"
-            ),
-        ));
-    }
-    Ok(r)
 }
 
 pub(super) async fn run(cmd: K8sCmd) -> Result<u8, Error> {
@@ -204,24 +200,20 @@ pub(super) async fn run(cmd: K8sCmd) -> Result<u8, Error> {
             let ns = common.namespaces();
             let defaulted = common.namespace.is_none() && !common.all_namespaces;
             let prefix = common.etcd_prefix.clone();
-            let l = load(file, stored, prefix.clone()).await?;
-            let (rows, warnings, rev) = blocking(move || {
-                let (cat, warnings) = k8sops::catalog(&[&l.scan], &keyring, prefix.as_deref())?;
-                let only = kind.map(|k| resolve(&cat, &k)).transpose()?;
+            let (l, keyring) = load(file, stored, keyring, prefix.clone(), kind).await?;
+            let (rows, rev) = blocking(move || {
+                let r = &l.read;
                 let rows = k8sops::ls(
-                    &l.scan,
-                    &cat,
+                    &r.scan,
+                    &r.catalog,
                     &keyring,
                     prefix.as_deref(),
                     &ns,
-                    only.as_deref(),
+                    r.resources.as_deref(),
                 )?;
-                Ok((rows, warnings, l.scan.revision))
+                Ok((rows, r.scan.revision))
             })
             .await?;
-            for w in &warnings {
-                tracing::warn!("{w}");
-            }
             if json_out {
                 out!("{}", serde_json::to_string_pretty(&rows).expect("json"));
                 return Ok(0);
@@ -321,20 +313,12 @@ pub(super) async fn run(cmd: K8sCmd) -> Result<u8, Error> {
                 .as_deref()
                 .map(|d| k8sops::ObjectsDir::create(d, matches!(output, Format::Json)))
                 .transpose()?;
-            let l = load(file, stored, prefix.clone()).await?;
+            let (l, keyring) = load(file, stored, keyring, prefix.clone(), Some(kind)).await?;
             let label = l.label.clone();
             let (report, printer, rev) = blocking(move || {
-                let (cat, warnings) = k8sops::catalog(&[&l.scan], &keyring, prefix.as_deref())?;
-                for w in &warnings {
-                    tracing::warn!("{w}");
-                }
-                let resources = if kind == "all" {
-                    None
-                } else {
-                    Some(resolve(&cat, &kind)?)
-                };
+                let r = &l.read;
                 let sel = k8sops::Selection {
-                    resources,
+                    resources: r.resources.clone(),
                     name,
                     namespaces: ns,
                     raw,
@@ -352,15 +336,15 @@ pub(super) async fn run(cmd: K8sCmd) -> Result<u8, Error> {
                 // is read; printing needs the order.
                 let in_order = printer.dir.is_none();
                 let report = k8sops::get(
-                    &l.scan,
-                    &cat,
+                    &r.scan,
+                    &r.catalog,
                     &keyring,
                     prefix.as_deref(),
                     &sel,
                     in_order,
                     |i, o| printer.take(i, o),
                 )?;
-                Ok((report, printer, l.scan.revision))
+                Ok((report, printer, r.scan.revision))
             })
             .await?;
             finish_get(report, printer, rev, &label, &what)
@@ -600,7 +584,7 @@ pub(super) async fn diff(a: DiffArgs) -> Result<u8, Error> {
                 Ok(k8sops::DiffOptions {
                     objects: objects || (!keys_only && found.is_some()),
                     namespaces: ns,
-                    only: kind.map(|k| resolve(cat, &k)).transpose()?,
+                    only: kind.map(|k| k8sops::resolve(cat, &k)).transpose()?,
                     include_noise,
                 })
             },

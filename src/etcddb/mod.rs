@@ -368,6 +368,8 @@ pub struct LiveDigests {
     head: fn(&[u8]) -> usize,
     keys: BTreeMap<Vec<u8>, LiveDigest>,
     partition: Option<Partition>,
+    /// Keep only keys under one of these (empty: no such restriction).
+    only: Vec<Vec<u8>>,
     budget: Option<u64>,
     /// Estimated bytes held by `keys`.
     held: u64,
@@ -414,6 +416,7 @@ impl LiveDigests {
             head,
             keys: BTreeMap::new(),
             partition: None,
+            only: Vec::new(),
             budget: None,
             held: 0,
             puts: 0,
@@ -424,6 +427,13 @@ impl LiveDigests {
     /// Keep only the keys of `p`.
     pub fn partition(mut self, p: Partition) -> Self {
         self.partition = Some(p);
+        self
+    }
+
+    /// Keep only the keys under one of `prefixes` (none: every key under the collector's
+    /// prefix), so that memory follows what a caller asked for.
+    pub fn only(mut self, prefixes: Vec<Vec<u8>>) -> Self {
+        self.only = prefixes;
         self
     }
 
@@ -453,7 +463,9 @@ impl Visitor for LiveDigests {
         let Some((rev, kv)) = self.bucket.entry(depth, key, item) else {
             return;
         };
-        if self.partition.as_ref().is_some_and(|p| !p.holds(kv.key)) {
+        if self.partition.as_ref().is_some_and(|p| !p.holds(kv.key))
+            || (!self.only.is_empty() && !self.only.iter().any(|p| kv.key.starts_with(p)))
+        {
             return;
         }
         if !rev.tombstone {
@@ -616,6 +628,23 @@ mod tests {
             }
         }
         assert_eq!(union, all);
+    }
+
+    #[test]
+    fn only_keeps_the_keys_under_its_prefixes_exactly() {
+        let all = collect(LiveDigests::new(b"/r/", |_| 2)).into_map();
+        let crds = collect(LiveDigests::new(b"/r/", |_| 2).only(vec![b"/r/crd/".to_vec()]));
+        let want: BTreeMap<_, _> = all
+            .iter()
+            .filter(|(k, _)| k.starts_with(b"/r/crd/"))
+            .map(|(k, d)| (k.clone(), d.clone()))
+            .collect();
+        assert_eq!(crds.into_map(), want);
+        let both = vec![b"/r/crd/".to_vec(), b"/r/cm/".to_vec()];
+        assert_eq!(
+            collect(LiveDigests::new(b"/r/", |_| 2).only(both)).into_map(),
+            all
+        );
     }
 
     #[test]

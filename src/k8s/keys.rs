@@ -277,6 +277,36 @@ pub fn selects(wanted: &[Resource], r: &Resource) -> bool {
     })
 }
 
+/// Where the objects of `resources` can be under each of `etcd_prefixes`, as key prefixes
+/// ending in `/`; with the CRDs (they name custom resources) and the namespaces (every cluster
+/// has some, so they tell which etcd prefix it uses even when nothing else matches). Generous
+/// on purpose (a resource's plural name, its `<group>/<plural>` form and its special path all
+/// go in) so that no object of theirs is missed; callers still select each key by
+/// [`parse_key`]. Pure.
+pub fn key_prefixes(etcd_prefixes: &[&str], resources: &[Resource]) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in etcd_prefixes {
+        out.push(format!(
+            "{p}/apiextensions.k8s.io/customresourcedefinitions/"
+        ));
+        out.push(format!("{p}/namespaces/"));
+        for r in resources {
+            out.push(format!("{p}/{}/", r.resource));
+            if !r.group.is_empty() {
+                out.push(format!("{p}/{}/{}/", r.group, r.resource));
+            }
+            for (path, _, res) in SPECIAL_PREFIXES {
+                if *res == r.resource {
+                    out.push(format!("{p}/{path}/"));
+                }
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// The etcd prefix a key list uses, from the first key that starts with a known one.
 pub fn detect_prefix<'a>(mut keys: impl Iterator<Item = &'a [u8]>) -> Option<&'static str> {
     keys.find_map(|k| {
@@ -427,6 +457,55 @@ mod tests {
         ] {
             assert_eq!(key(not), None, "{not}");
         }
+    }
+
+    #[test]
+    fn key_prefixes_cover_every_key_of_their_resources() {
+        let c = Catalog::builtin(schema());
+        for k in [
+            "/registry/configmaps/ns1/cm1",
+            "/registry/services/specs/ns/s",
+            "/registry/services/endpoints/ns/s",
+            "/registry/minions/node1",
+            "/registry/controllers/ns/rc",
+            "/registry/ingress/ns/i",
+            "/registry/deployments/ns/d",
+            "/registry/leases/kube-node-lease/n",
+            "/registry/events/ns/e",
+            "/registry/namespaces/default",
+            "/registry/example.com/widgets/ns/w1",
+            "/registry/apiregistration.k8s.io/apiservices/v1.apps",
+            "/kubernetes.io/configmaps/ns1/cm1",
+        ] {
+            let r = key(k).or_else(|| parse_key(&c, "/kubernetes.io", k.as_bytes()));
+            let r = r.unwrap_or_else(|| panic!("{k} parses")).resource;
+            let prefixes = key_prefixes(KNOWN_PREFIXES, std::slice::from_ref(&r));
+            assert!(
+                prefixes.iter().any(|p| k.starts_with(p)),
+                "{k}: {prefixes:?}"
+            );
+            // What kubectl's names for it resolve to covers it too.
+            let resolved = c.resolve(&format!("{}.{}", r.resource, r.group));
+            let resolved = if r.group.is_empty() {
+                c.resolve(&r.resource)
+            } else {
+                resolved
+            };
+            let prefixes = key_prefixes(KNOWN_PREFIXES, &resolved);
+            assert!(
+                prefixes.iter().any(|p| k.starts_with(p)),
+                "{k}: {prefixes:?}"
+            );
+        }
+        // The CRDs and namespaces are always read.
+        let p = key_prefixes(&["/registry"], &[]);
+        assert_eq!(
+            p,
+            vec![
+                "/registry/apiextensions.k8s.io/customresourcedefinitions/",
+                "/registry/namespaces/"
+            ]
+        );
     }
 
     #[test]

@@ -68,6 +68,91 @@ pub fn scan_with(
     }))
 }
 
+/// A snapshot read for the objects of one KIND (or all), with the catalog that names them.
+#[derive(Debug)]
+pub struct ForKind {
+    pub scan: Scan,
+    pub catalog: Catalog,
+    /// The resources KIND names; `None`: every resource.
+    pub resources: Option<Vec<Resource>>,
+    /// What reading the CRDs found wrong.
+    pub warnings: Vec<String>,
+}
+
+/// Read `src` for the objects of `kind` (`None` or `all`: every object). When the built-in
+/// resources already say what `kind` names, only their keys and the CRDs are held, so memory
+/// follows the selection rather than the whole cluster; if the backup's CRDs then make `kind`
+/// name something else, the file is read again, whole. Refuses a `kind` that names nothing.
+pub fn read_for_kind(
+    src: &Source,
+    keyring: &Keyring,
+    prefix: Option<&str>,
+    kind: Option<&str>,
+) -> Result<ForKind> {
+    let kind = kind.filter(|k| *k != "all");
+    let narrowed = kind
+        .map(|k| Catalog::builtin(schema()).resolve(k))
+        .filter(|r| !r.is_empty());
+    let read = |only: Option<&[Resource]>| -> Result<(Scan, Catalog, Vec<String>)> {
+        let etcd_prefixes: Vec<&str> = prefix.map_or(keys::KNOWN_PREFIXES.to_vec(), |p| vec![p]);
+        let scan = scan_with(&src.path, src.hashing, prefix, |v| match only {
+            Some(r) => v.only(
+                keys::key_prefixes(&etcd_prefixes, r)
+                    .into_iter()
+                    .map(String::into_bytes)
+                    .collect(),
+            ),
+            None => v,
+        })?
+        .expect("no budget, so no overflow");
+        let (catalog, warnings) = catalog(&[&scan], keyring, prefix)?;
+        Ok((scan, catalog, warnings))
+    };
+    let (mut scan, mut cat, mut warnings) = read(narrowed.as_deref())?;
+    let mut resources = kind.map(|k| cat.resolve(k));
+    // Read again whole when the CRDs make KIND name more than the built-ins did, or when
+    // nothing read (not even a namespace) told which etcd prefix the cluster uses.
+    let wider = |r: &Option<Vec<Resource>>| {
+        r.as_ref().is_some_and(|r| {
+            !r.iter()
+                .all(|r| narrowed.as_ref().is_some_and(|n| keys::selects(n, r)))
+        })
+    };
+    if narrowed.is_some() && (wider(&resources) || (prefix.is_none() && scan.prefix.is_none())) {
+        (scan, cat, warnings) = read(None)?;
+        resources = kind.map(|k| cat.resolve(k));
+    }
+    if let (Some(k), Some([])) = (kind, resources.as_deref()) {
+        return Err(no_such_kind(k));
+    }
+    Ok(ForKind {
+        scan,
+        catalog: cat,
+        resources,
+        warnings,
+    })
+}
+
+/// The resources `kind` names in `cat`, as kubectl would resolve it; an error if none.
+pub fn resolve(cat: &Catalog, kind: &str) -> Result<Vec<Resource>> {
+    let r = cat.resolve(kind);
+    if r.is_empty() {
+        return Err(no_such_kind(kind));
+    }
+    Ok(r)
+}
+
+fn no_such_kind(kind: &str) -> Error {
+    Error::new(
+        Kind::Usage,
+        format!(
+            "the backup has no resource type {kind:?}; use a kind as kubectl takes it (cm, \
+             configmap, Deployment, deployments.apps) or RESOURCE.GROUP for custom resources \
+             (see `lifeboat k8s ls`)"
+        ),
+    )
+}
+
 impl Scan {
     /// The prefix to read objects under: the one asked for, else the one found.
     fn prefix<'a>(&'a self, asked: Option<&'a str>) -> Result<&'a str> {
