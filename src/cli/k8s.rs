@@ -114,20 +114,14 @@ pub(super) enum Format {
     Json,
 }
 
-/// A snapshot file read for the objects of one KIND (or all), and where it came from.
-struct Loaded {
-    read: k8sops::ForKind,
-    label: String,
-    _fetched: Option<ops::fetch::Fetched>,
-}
-
 /// A snapshot file found (fetched and verified if stored), not yet read for objects.
 struct Opened {
     source: k8sops::Source,
     label: String,
     /// When the backup was taken (stored backups; a file does not say).
     taken: Option<String>,
-    fetched: Option<ops::fetch::Fetched>,
+    /// Held for as long as the file is read: dropping it removes a fetched copy.
+    _fetched: Option<ops::fetch::Fetched>,
 }
 
 async fn open(file: Option<PathBuf>, stored: StoredArgs) -> Result<Opened, Error> {
@@ -148,35 +142,22 @@ async fn open(file: Option<PathBuf>, stored: StoredArgs) -> Result<Opened, Error
         source: k8sops::Source { path, hashing },
         label,
         taken,
-        fetched,
+        _fetched: fetched,
     })
 }
 
-async fn load(
-    file: Option<PathBuf>,
-    stored: StoredArgs,
-    keyring: Keyring,
-    prefix: Option<String>,
-    kind: Option<String>,
-) -> Result<(Loaded, Keyring), Error> {
-    let o = open(file, stored).await?;
-    let src = o.source;
-    let (read, keyring) = blocking(move || {
-        let r = k8sops::read_for_kind(&src, &keyring, prefix.as_deref(), kind.as_deref())?;
-        Ok((r, keyring))
-    })
-    .await?;
-    for w in &read.warnings {
+/// Read an opened snapshot for the objects of `kind` (blocking), logging what its CRDs say.
+fn read(
+    o: &Opened,
+    keyring: &Keyring,
+    prefix: Option<&str>,
+    kind: Option<&str>,
+) -> Result<k8sops::ForKind, Error> {
+    let r = k8sops::read_for_kind(&o.source, keyring, prefix, kind)?;
+    for w in &r.warnings {
         tracing::warn!("{w}");
     }
-    Ok((
-        Loaded {
-            read,
-            label: o.label,
-            _fetched: o.fetched,
-        },
-        keyring,
-    ))
+    Ok(r)
 }
 
 async fn blocking<T: Send + 'static>(
@@ -200,9 +181,9 @@ pub(super) async fn run(cmd: K8sCmd) -> Result<u8, Error> {
             let ns = common.namespaces();
             let defaulted = common.namespace.is_none() && !common.all_namespaces;
             let prefix = common.etcd_prefix.clone();
-            let (l, keyring) = load(file, stored, keyring, prefix.clone(), kind).await?;
+            let o = open(file, stored).await?;
             let (rows, rev) = blocking(move || {
-                let r = &l.read;
+                let r = read(&o, &keyring, prefix.as_deref(), kind.as_deref())?;
                 let rows = k8sops::ls(
                     &r.scan,
                     &r.catalog,
@@ -313,10 +294,10 @@ pub(super) async fn run(cmd: K8sCmd) -> Result<u8, Error> {
                 .as_deref()
                 .map(|d| k8sops::ObjectsDir::create(d, matches!(output, Format::Json)))
                 .transpose()?;
-            let (l, keyring) = load(file, stored, keyring, prefix.clone(), Some(kind)).await?;
-            let label = l.label.clone();
+            let o = open(file, stored).await?;
+            let label = o.label.clone();
             let (report, printer, rev) = blocking(move || {
-                let r = &l.read;
+                let r = read(&o, &keyring, prefix.as_deref(), Some(&kind))?;
                 let sel = k8sops::Selection {
                     resources: r.resources.clone(),
                     name,

@@ -277,6 +277,16 @@ pub fn selects(wanted: &[Resource], r: &Resource) -> bool {
     })
 }
 
+/// The etcd prefixes to look under: the one asked for, else every known one.
+pub fn etcd_prefixes(asked: Option<&str>) -> Vec<&str> {
+    asked.map_or(KNOWN_PREFIXES.to_vec(), |p| vec![p])
+}
+
+/// Where the CRDs are under the etcd prefix `p`.
+pub fn crd_prefix(p: &str) -> String {
+    format!("{p}/apiextensions.k8s.io/customresourcedefinitions/")
+}
+
 /// Where the objects of `resources` can be under each of `etcd_prefixes`, as key prefixes
 /// ending in `/`; with the CRDs (they name custom resources) and the namespaces (every cluster
 /// has some, so they tell which etcd prefix it uses even when nothing else matches). Generous
@@ -286,9 +296,7 @@ pub fn selects(wanted: &[Resource], r: &Resource) -> bool {
 pub fn key_prefixes(etcd_prefixes: &[&str], resources: &[Resource]) -> Vec<String> {
     let mut out = Vec::new();
     for p in etcd_prefixes {
-        out.push(format!(
-            "{p}/apiextensions.k8s.io/customresourcedefinitions/"
-        ));
+        out.push(crd_prefix(p));
         out.push(format!("{p}/namespaces/"));
         for r in resources {
             out.push(format!("{p}/{}/", r.resource));

@@ -80,9 +80,11 @@ pub struct ForKind {
 }
 
 /// Read `src` for the objects of `kind` (`None` or `all`: every object). When the built-in
-/// resources already say what `kind` names, only their keys and the CRDs are held, so memory
-/// follows the selection rather than the whole cluster; if the backup's CRDs then make `kind`
-/// name something else, the file is read again, whole. Refuses a `kind` that names nothing.
+/// resources already say what `kind` names, only their keys, the namespaces' and the CRDs' are
+/// held, so memory follows the selection rather than the whole cluster. The file is read again,
+/// whole (its hash already checked), if the backup's CRDs make `kind` name something the
+/// built-ins did not, or if nothing read told which etcd prefix the cluster uses. Refuses a
+/// `kind` that names nothing.
 pub fn read_for_kind(
     src: &Source,
     keyring: &Keyring,
@@ -93,64 +95,52 @@ pub fn read_for_kind(
     let narrowed = kind
         .map(|k| Catalog::builtin(schema()).resolve(k))
         .filter(|r| !r.is_empty());
-    let read = |only: Option<&[Resource]>| -> Result<(Scan, Catalog, Vec<String>)> {
-        let etcd_prefixes: Vec<&str> = prefix.map_or(keys::KNOWN_PREFIXES.to_vec(), |p| vec![p]);
-        let scan = scan_with(&src.path, src.hashing, prefix, |v| match only {
-            Some(r) => v.only(
-                keys::key_prefixes(&etcd_prefixes, r)
-                    .into_iter()
-                    .map(String::into_bytes)
-                    .collect(),
-            ),
+    let read = |hashing: Hashing, only: Option<&[Resource]>| -> Result<ForKind> {
+        let only = only.map(|r| {
+            keys::key_prefixes(&keys::etcd_prefixes(prefix), r)
+                .into_iter()
+                .map(String::into_bytes)
+                .collect()
+        });
+        let scan = scan_with(&src.path, hashing, prefix, |v| match only {
+            Some(o) => v.only(o),
             None => v,
         })?
         .expect("no budget, so no overflow");
         let (catalog, warnings) = catalog(&[&scan], keyring, prefix)?;
-        Ok((scan, catalog, warnings))
-    };
-    let (mut scan, mut cat, mut warnings) = read(narrowed.as_deref())?;
-    let mut resources = kind.map(|k| cat.resolve(k));
-    // Read again whole when the CRDs make KIND name more than the built-ins did, or when
-    // nothing read (not even a namespace) told which etcd prefix the cluster uses.
-    let wider = |r: &Option<Vec<Resource>>| {
-        r.as_ref().is_some_and(|r| {
-            !r.iter()
-                .all(|r| narrowed.as_ref().is_some_and(|n| keys::selects(n, r)))
+        let resources = kind.map(|k| resolve(&catalog, k)).transpose()?;
+        Ok(ForKind {
+            scan,
+            catalog,
+            resources,
+            warnings,
         })
     };
-    if narrowed.is_some() && (wider(&resources) || (prefix.is_none() && scan.prefix.is_none())) {
-        (scan, cat, warnings) = read(None)?;
-        resources = kind.map(|k| cat.resolve(k));
+    let Some(n) = narrowed else {
+        return read(src.hashing, None);
+    };
+    let r = read(src.hashing, Some(&n))?;
+    let covered = r.resources.iter().flatten().all(|x| keys::selects(&n, x));
+    if covered && (prefix.is_some() || r.scan.prefix.is_some()) {
+        return Ok(r);
     }
-    if let (Some(k), Some([])) = (kind, resources.as_deref()) {
-        return Err(no_such_kind(k));
-    }
-    Ok(ForKind {
-        scan,
-        catalog: cat,
-        resources,
-        warnings,
-    })
+    read(Hashing::Skip, None)
 }
 
 /// The resources `kind` names in `cat`, as kubectl would resolve it; an error if none.
 pub fn resolve(cat: &Catalog, kind: &str) -> Result<Vec<Resource>> {
     let r = cat.resolve(kind);
     if r.is_empty() {
-        return Err(no_such_kind(kind));
+        return Err(Error::new(
+            Kind::Usage,
+            format!(
+                "the backup has no resource type {kind:?}; use a kind as kubectl takes it (cm, \
+                 configmap, Deployment, deployments.apps) or RESOURCE.GROUP for custom resources \
+                 (see `lifeboat k8s ls`)"
+            ),
+        ));
     }
     Ok(r)
-}
-
-fn no_such_kind(kind: &str) -> Error {
-    Error::new(
-        Kind::Usage,
-        format!(
-            "the backup has no resource type {kind:?}; use a kind as kubectl takes it (cm, \
-             configmap, Deployment, deployments.apps) or RESOURCE.GROUP for custom resources \
-             (see `lifeboat k8s ls`)"
-        ),
-    )
 }
 
 impl Scan {
@@ -290,7 +280,7 @@ pub fn catalog(
         let Ok(p) = scan.prefix(prefix) else {
             continue;
         };
-        let crd_prefix = format!("{p}/apiextensions.k8s.io/customresourcedefinitions/");
+        let crd_prefix = keys::crd_prefix(p);
         let crd_keys: Vec<&[u8]> = scan
             .entries
             .range(crd_prefix.as_bytes().to_vec()..)
@@ -736,13 +726,10 @@ pub fn diff_files(
     budget: u64,
     options: impl FnOnce(&Catalog, Option<&str>) -> Result<DiffOptions>,
 ) -> Result<(DiffReport, Vec<String>)> {
-    let pinned: Vec<Vec<u8>> = match prefix {
-        Some(p) => vec![p.to_string()],
-        None => keys::KNOWN_PREFIXES.iter().map(|p| p.to_string()).collect(),
-    }
-    .into_iter()
-    .map(|p| format!("{p}/apiextensions.k8s.io/customresourcedefinitions/").into_bytes())
-    .collect();
+    let pinned: Vec<Vec<u8>> = keys::etcd_prefixes(prefix)
+        .into_iter()
+        .map(|p| keys::crd_prefix(p).into_bytes())
+        .collect();
     let part = |s: &Source, index: u64, count: u64| {
         let p = Partition {
             index,

@@ -177,17 +177,16 @@ fn staged_uploads(lp: &LoadedPolicy, dead: &[String]) -> Vec<Leftover> {
     if dead.is_empty() {
         return removed;
     }
+    let ours = |object: &str| {
+        dead.iter().any(|r| {
+            object
+                .strip_prefix(r.as_str())
+                .is_some_and(|rest| rest.starts_with('.'))
+        })
+    };
+    let prefix = crate::model::policy_prefix(&lp.policy.name);
     for d in &lp.destinations {
-        let ours = |object: &str| {
-            dead.iter().any(|r| {
-                object
-                    .strip_prefix(r.as_str())
-                    .is_some_and(|rest| rest.starts_with('.'))
-            })
-        };
-        for (path, bytes) in
-            d.remove_staged_uploads(&crate::model::policy_prefix(&lp.policy.name), ours)
-        {
+        for (path, bytes) in d.remove_staged_uploads(&prefix, ours) {
             warn!(path = %path.display(), bytes, destination = %d.name, "Removed the partial upload of a run that is gone");
             removed.push(Leftover {
                 path,
